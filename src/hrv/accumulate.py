@@ -1,0 +1,199 @@
+"""HRV vote accumulation (spec section 1): one vote per (prompt, UNet evaluation, head).
+
+At every UNet evaluation and CA layer, each concept gets one of its words, drawn by
+``numpy.random.default_rng([seed, prompt_index, evaluation, layer]).integers(0, n_words)``
+(a vector over concepts), so votes do not depend on sharding or batching. The words' token
+embeddings (each word encoded alone; the SOT embedding kept at the front by default) are
+projected with the layer's ``to_k``; the conditional-half queries attend over the concatenation
+with one softmax; the result is averaged over pixels and over a word's tokens, and each head
+votes for its argmax concept. Votes are reduced on the device into ``counts[t, c, h]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hrv.attention import Controller, installed
+from hrv.concepts import ConceptSet
+from hrv.determinism import make_batch_invariant
+from hrv.heads import CALayer, HeadRegistry
+from hrv.models import initial_latents
+
+
+@dataclass
+class WordBank:
+    """Token embeddings of every concept-word, each word encoded alone by the pipeline."""
+
+    embeddings: torch.Tensor  # (1 + total tokens, D): row 0 = SOT, then each word's tokens
+    word_tokens: np.ndarray  # (N, max_words, max_tokens) rows of `embeddings`, -1 = padding
+    n_words: np.ndarray  # (N,)
+    n_tokens: np.ndarray  # (N, max_words)
+
+    @classmethod
+    def build(cls, pipe, concepts: ConceptSet) -> WordBank:
+        words = [w for ws in concepts.words for w in ws]
+        with torch.no_grad():
+            embeds = pipe.encode_prompt(
+                prompt=words, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )[0]
+        lengths = [len(pipe.tokenizer(w, add_special_tokens=False).input_ids) for w in words]
+        limit = embeds.shape[1] - 2  # SOT and EOT take two positions
+        rows, word_rows = [embeds[0, :1]], []
+        next_row = 1
+        for i, n in enumerate(lengths):
+            n = max(1, min(n, limit))
+            rows.append(embeds[i, 1 : 1 + n])
+            word_rows.append(list(range(next_row, next_row + n)))
+            next_row += n
+        n_concepts = len(concepts)
+        max_words = max(len(ws) for ws in concepts.words)
+        max_tokens = max(len(r) for r in word_rows)
+        table = np.full((n_concepts, max_words, max_tokens), -1, dtype=np.int64)
+        n_tok = np.ones((n_concepts, max_words), dtype=np.int64)
+        k = 0
+        for c, ws in enumerate(concepts.words):
+            for w in range(len(ws)):
+                table[c, w, : len(word_rows[k])] = word_rows[k]
+                n_tok[c, w] = len(word_rows[k])
+                k += 1
+        n_words = np.array([len(ws) for ws in concepts.words], dtype=np.int64)
+        return cls(torch.cat(rows), table, n_words, n_tok)
+
+
+def word_choices(seed: int, prompt_index: int, n_evals: int, n_layers: int, n_words: np.ndarray) -> np.ndarray:
+    """(T, L, N) word index per (evaluation, layer, concept): a pure function of its arguments."""
+    out = np.empty((n_evals, n_layers, len(n_words)), dtype=np.int64)
+    for t in range(n_evals):
+        for layer in range(n_layers):
+            out[t, layer] = np.random.default_rng([seed, prompt_index, t, layer]).integers(0, n_words)
+    return out
+
+
+class VoteMeasure:
+    """Counts votes ``counts[t, c, h]`` on the device for the prompts of the current batch."""
+
+    def __init__(self, registry: HeadRegistry, bank: WordBank, n_evals: int, device, keep_sot: bool = True):
+        self.registry = registry
+        self.bank = bank
+        self.n_evals = n_evals
+        self.keep_sot = keep_sot
+        self.n_concepts = bank.word_tokens.shape[0]
+        self.counts = torch.zeros((n_evals, self.n_concepts, registry.n_heads), dtype=torch.int64, device=device)
+        self._keys: dict[int, torch.Tensor] = {}
+        self.device = device
+        n, _, max_tok = bank.word_tokens.shape
+        # slot s > 0 belongs to concept (s - 1) // max_tok; slot 0 is SOT (dummy concept n)
+        self._slot_concept = torch.tensor([n] + [c for c in range(n) for _ in range(max_tok)], device=device)
+
+    def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
+        """Build the token-slot tables of a batch: (T, L, B, slots) indices, weights and mask."""
+        bank, n_layers = self.bank, len(self.registry.layers)
+        choices = np.stack(
+            [word_choices(seed, i, self.n_evals, n_layers, bank.n_words) for i in prompt_indices], axis=2
+        )  # (T, L, B, N)
+        n = self.n_concepts
+        rows = bank.word_tokens[np.arange(n), choices]  # (T, L, B, N, max_tok)
+        ntok = bank.n_tokens[np.arange(n), choices]  # (T, L, B, N)
+        T, L, B = choices.shape[:3]
+        rows = rows.reshape(T, L, B, -1)
+        weights = np.where(rows >= 0, 1.0 / np.repeat(ntok, bank.word_tokens.shape[2], axis=-1), 0.0)
+        sot = np.zeros((T, L, B, 1), dtype=np.int64)
+        idx = np.concatenate([sot, np.maximum(rows, 0)], axis=-1)
+        pad = np.concatenate([np.full((T, L, B, 1), not self.keep_sot), rows < 0], axis=-1)
+        w = np.concatenate([np.zeros((T, L, B, 1)), weights], axis=-1)
+        self._idx = torch.from_numpy(idx).to(self.device)
+        self._pad = torch.from_numpy(pad).to(self.device)
+        self._w = torch.from_numpy(w).to(self.device)
+
+    def _layer_keys(self, attn, layer: CALayer) -> torch.Tensor:
+        keys = self._keys.get(layer.position)
+        if keys is None:
+            with torch.no_grad():
+                k = attn.to_k(self.bank.embeddings.to(device=self.device, dtype=attn.to_k.weight.dtype))
+                if attn.norm_cross:
+                    k = attn.to_k(attn.norm_encoder_hidden_states(self.bank.embeddings.to(k)))
+            keys = k.view(k.shape[0], attn.heads, -1)  # (rows, heads, d)
+            if attn.norm_k is not None:
+                keys = attn.norm_k(keys.transpose(0, 1)).transpose(0, 1)
+            self._keys[layer.position] = keys
+        return keys
+
+    def vote(self, attn, layer: CALayer, query: torch.Tensor, t: int) -> None:
+        """query: (B, heads, HW, d) of the conditional half."""
+        keys = self._layer_keys(attn, layer)
+        idx = self._idx[t, layer.position]  # (B, slots)
+        k = keys[idx].permute(0, 2, 3, 1)  # (B, heads, d, slots)
+        logits = (query @ k.to(query.dtype)).float() * attn.scale  # (B, heads, HW, slots)
+        logits = logits.masked_fill(self._pad[t, layer.position][:, None, None, :], float("-inf"))
+        probs = torch.softmax(logits, dim=-1).mean(dim=2)  # (B, heads, slots)
+        weighted = probs * self._w[t, layer.position][:, None, :].float()
+        B, heads, slots = weighted.shape
+        scores = torch.zeros((B, heads, self.n_concepts + 1), dtype=weighted.dtype, device=weighted.device)
+        scores.scatter_add_(2, self._slot_concept[:slots].expand(B, heads, slots), weighted)
+        winner = scores[:, :, : self.n_concepts].argmax(dim=-1)  # (B, heads)
+        n_h = self.registry.n_heads
+        flat = (t * self.n_concepts + winner) * n_h + layer.offset + torch.arange(heads, device=winner.device)
+        self.counts.view(-1).index_add_(0, flat.reshape(-1), torch.ones_like(flat.reshape(-1)))
+
+
+def n_unet_evaluations(pipe, steps: int) -> int:
+    """UNet evaluations for ``steps`` sampling steps (PNDM with skip_prk_steps: steps + 1)."""
+    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
+def accumulate(
+    pipe,
+    concepts: ConceptSet,
+    prompts: Sequence[str],
+    indices: Sequence[int],
+    *,
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    height: int,
+    width: int,
+    batch_size: int = 1,
+    keep_sot: bool = True,
+    batch_invariant: bool = True,
+    progress: bool = True,
+    desc: str = "HRV votes",
+) -> np.ndarray:
+    """Votes of the prompts ``prompts[i]`` for ``i`` in ``indices``: int64 array (T, N, H)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_invariant:
+        make_batch_invariant(pipe)
+    registry = HeadRegistry.from_unet(pipe.unet)
+    bank = WordBank.build(pipe, concepts)
+    n_evals = n_unet_evaluations(pipe, steps)
+    measure = VoteMeasure(registry, bank, n_evals, pipe.device, keep_sot=keep_sot)
+    controller = Controller(registry, guidance=guidance_scale > 1.0, measure=measure)
+    indices = list(indices)
+    bar = tqdm(total=len(indices), desc=desc, unit="prompt", disable=not progress)
+    with installed(pipe.unet, controller), torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start : start + batch_size]
+            measure.set_batch(seed, batch)
+            controller.step = 0
+            pipe(
+                prompt=[prompts[i] for i in batch],
+                latents=initial_latents(pipe, batch, seed, height, width),
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                height=height,
+                width=width,
+                output_type="latent",
+            )
+            if controller.step != n_evals:
+                raise RuntimeError(f"expected {n_evals} UNet evaluations, counted {controller.step}")
+            bar.update(len(batch))
+    bar.close()
+    return measure.counts.cpu().numpy()

@@ -1,0 +1,215 @@
+"""Loading diffusion pipelines: the embedded tiny model, hub ids and local folders, one code path.
+
+The tiny model is Stable-Diffusion-v1-shaped (16 cross-attention layers x 8 heads = 128 heads,
+PNDM scheduler configured like SD v1.4's, the real CLIP tokenizer) with seeded random weights.
+It is materialised with ``save_pretrained`` as an ordinary diffusers folder and from then on
+loaded exactly like a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrv.errors import HRVInputError
+
+KNOWN_HUB_IDS = {
+    "sd14": "CompVis/stable-diffusion-v1-4",
+    "sd15": "runwayml/stable-diffusion-v1-5",
+    "sd21": "stabilityai/stable-diffusion-2-1-base",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Sizes of the tiny SD-v1-shaped model; the head topology is SD v1.4's whatever the widths."""
+
+    seed: int = 0
+    unet_channels: tuple[int, int, int, int] = (32, 64, 64, 64)
+    heads: int = 8
+    text_hidden: int = 64
+    text_layers: int = 2
+    vae_channels: tuple[int, ...] = (16, 32, 32, 32)
+    sample_size: int = 128  # image side in pixels; latent side = sample_size // 8
+
+
+def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path | None = None):
+    """Build the tiny ``StableDiffusionPipeline`` with seeded random weights (deterministic)."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hrv.tokenizer import build_clip_tokenizer
+
+    cfg = cfg or TinyConfig()
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir else Path(os.environ.get("TMPDIR", "/tmp")) / "hrv-clip-tokenizer"
+    tokenizer = build_clip_tokenizer(tok_dir)
+
+    torch.manual_seed(cfg.seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=cfg.text_hidden,
+            intermediate_size=cfg.text_hidden * 2,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=cfg.text_hidden,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    torch.manual_seed(cfg.seed + 1)
+    unet = UNet2DConditionModel(
+        sample_size=cfg.sample_size // 8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=2,
+        attention_head_dim=cfg.heads,  # SD v1 configs store the head *count* under this name
+        cross_attention_dim=cfg.text_hidden,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(cfg.seed + 2)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels),
+        block_out_channels=cfg.vae_channels,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=cfg.sample_size,
+    )
+    # SD v1.4's scheduler configuration
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_tiny_model(folder: str | Path, cfg: TinyConfig | None = None) -> Path:
+    """Materialise the tiny model as a diffusers folder (written beside, then renamed: atomic)."""
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        pipe = build_tiny_pipeline(cfg, tokenizer_dir=tmp / "_tok")
+        shutil.rmtree(tmp / "_tok")
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise HRVInputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or 'auto'")
+    return DTYPES[dtype]
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or os.sep in source.rstrip(os.sep) and source.count("/") != 1
+
+
+def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto", **kwargs: Any):
+    """Load a diffusers text-to-image pipeline from a local folder or a hub id.
+
+    A missing model gets an error that says how to provide it; nothing is downloaded when
+    ``HF_HUB_OFFLINE=1`` (the tests' setting).
+    """
+    from diffusers import DiffusionPipeline
+
+    source = str(source)
+    source = KNOWN_HUB_IDS.get(source, source)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        if not (local / "model_index.json").is_file():
+            raise HRVInputError(
+                f"model folder {local} has no model_index.json; give a diffusers pipeline folder"
+                " (as written by save_pretrained)"
+            )
+        index = json.loads((local / "model_index.json").read_text())
+        if "safety_checker" in index:
+            kwargs.setdefault("safety_checker", None)
+            kwargs.setdefault("requires_safety_checker", False)
+        pipe = DiffusionPipeline.from_pretrained(str(local), torch_dtype=torch_dtype, **kwargs)
+    elif _looks_like_path(source) or local.exists():
+        raise HRVInputError(
+            f"model folder {source} does not exist; build the tiny model with `hrv build-tiny {source}`"
+            " or point `model` at a diffusers pipeline folder"
+        )
+    else:
+        if source.startswith(("CompVis/", "runwayml/", "stable-diffusion-v1-5/")):
+            kwargs.setdefault("safety_checker", None)
+            kwargs.setdefault("requires_safety_checker", False)
+        try:
+            pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+        except (OSError, ValueError) as err:
+            raise HRVInputError(
+                f"model {source!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+                f"It is neither a local folder nor in the Hugging Face cache. On a machine with network run"
+                f" `huggingface-cli download {source}` (or save the pipeline with save_pretrained) and set"
+                f" `model` to that folder; offline runs need HF_HUB_OFFLINE=1 and a filled cache."
+            ) from err
+    pipe = pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
+    """(1, C, height // f, width // f): the shape of one prompt's initial latent."""
+    f = pipe.vae_scale_factor
+    if height % f or width % f:
+        raise HRVInputError(f"height and width must be multiples of the VAE scale factor {f}; got {height}x{width}")
+    return (1, pipe.unet.config.in_channels, height // f, width // f)
+
+
+def initial_latents(pipe, indices: list[int] | range, seed: int, height: int, width: int) -> torch.Tensor:
+    """Prompt i starts from randn(shape, generator=Generator('cpu').manual_seed(seed + i))."""
+    shape = latent_shape(pipe, height, width)
+    latents = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed + i)) for i in indices]
+    return torch.cat(latents).to(device=pipe.device, dtype=pipe.unet.dtype)

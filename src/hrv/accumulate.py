@@ -66,7 +66,9 @@ class WordBank:
         return cls(torch.cat(rows), table, n_words, n_tok)
 
 
-def word_choices(seed: int, prompt_index: int, n_evals: int, n_layers: int, n_words: np.ndarray) -> np.ndarray:
+def word_choices(
+    seed: int, prompt_index: int, n_evals: int, n_layers: int, n_words: np.ndarray
+) -> np.ndarray:
     """(T, L, N) word index per (evaluation, layer, concept): a pure function of its arguments."""
     out = np.empty((n_evals, n_layers, len(n_words)), dtype=np.int64)
     for t in range(n_evals):
@@ -84,7 +86,9 @@ class VoteMeasure:
         self.n_evals = n_evals
         self.keep_sot = keep_sot
         self.n_concepts = bank.word_tokens.shape[0]
-        self.counts = torch.zeros((n_evals, self.n_concepts, registry.n_heads), dtype=torch.int64, device=device)
+        self.counts = torch.zeros(
+            (n_evals, self.n_concepts, registry.n_heads), dtype=torch.int64, device=device
+        )
         self._keys: dict[int, torch.Tensor] = {}
         self.device = device
         n, _, max_tok = bank.word_tokens.shape

@@ -72,7 +72,9 @@ class CrossAttnProcessor:
         self.controller = controller
         self.layer = layer
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         ctl = self.controller
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -106,7 +108,9 @@ class CrossAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
 
         # conditional half: the second half of the batch under classifier-free guidance
         cond = slice(batch_size // 2, batch_size) if ctl.guidance else slice(0, batch_size)

@@ -55,5 +55,7 @@ def read_concepts(path: str | Path) -> ConceptSet:
         raise HRVInputError(f"concept file {path} has no concepts")
     empty = [c for c in order if not words[c]]
     if empty:
-        raise HRVInputError(f"concept file {path}: concept(s) {', '.join(empty)} have no words; give each at least one")
+        raise HRVInputError(
+            f"concept file {path}: concept(s) {', '.join(empty)} have no words; give each at least one"
+        )
     return ConceptSet(tuple(order), tuple(tuple(words[c]) for c in order))

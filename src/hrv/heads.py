@@ -58,7 +58,9 @@ class HeadRegistry:
                     raise HRVInputError(f"module {name} has no 'heads' attribute; is this a diffusers UNet?")
                 found.append((name, int(heads)))
         if not found:
-            raise HRVInputError("the UNet has no cross-attention (attn2) layers; HRVs need a text-conditioned UNet")
+            raise HRVInputError(
+                "the UNet has no cross-attention (attn2) layers; HRVs need a text-conditioned UNet"
+            )
         found.sort(key=lambda item: _sort_key(item[0]))
         layers, offset, per_section = [], 0, dict.fromkeys(SECTIONS, 0)
         for position, (name, heads) in enumerate(found):

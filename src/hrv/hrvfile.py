@@ -43,7 +43,9 @@ class HRVSet:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, concepts: list[str], heads: list[str], meta: dict | None = None) -> HRVSet:
+    def from_counts(
+        cls, counts: np.ndarray, concepts: list[str], heads: list[str], meta: dict | None = None
+    ) -> HRVSet:
         counts = np.asarray(counts, dtype=np.int64)
         if counts.ndim != 3 or counts.shape[1:] != (len(concepts), len(heads)):
             raise HRVInputError(
@@ -52,9 +54,13 @@ class HRVSet:
         hrv, undefined = normalize(counts.sum(axis=0))
         if undefined:
             names = ", ".join(concepts[c] for c in undefined)
-            warnings.warn(f"no head voted for concept(s) {names}: their HRVs are written as zeros", stacklevel=2)
-        per_t = np.stack([normalize(counts[t])[0] for t in range(counts.shape[0])]) if len(counts) else np.zeros(
-            (0, len(concepts), len(heads)), np.float32
+            warnings.warn(
+                f"no head voted for concept(s) {names}: their HRVs are written as zeros", stacklevel=2
+            )
+        per_t = (
+            np.stack([normalize(counts[t])[0] for t in range(counts.shape[0])])
+            if len(counts)
+            else np.zeros((0, len(concepts), len(heads)), np.float32)
         )
         meta = dict(meta or {})
         meta["undefined_concepts"] = [concepts[c] for c in undefined]

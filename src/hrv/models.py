@@ -49,7 +49,11 @@ def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path
     from hrv.tokenizer import build_clip_tokenizer
 
     cfg = cfg or TinyConfig()
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir else Path(os.environ.get("TMPDIR", "/tmp")) / "hrv-clip-tokenizer"
+    tok_dir = (
+        Path(tokenizer_dir)
+        if tokenizer_dir
+        else Path(os.environ.get("TMPDIR", "/tmp")) / "hrv-clip-tokenizer"
+    )
     tokenizer = build_clip_tokenizer(tok_dir)
 
     torch.manual_seed(cfg.seed)
@@ -204,7 +208,9 @@ def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
     """(1, C, height // f, width // f): the shape of one prompt's initial latent."""
     f = pipe.vae_scale_factor
     if height % f or width % f:
-        raise HRVInputError(f"height and width must be multiples of the VAE scale factor {f}; got {height}x{width}")
+        raise HRVInputError(
+            f"height and width must be multiples of the VAE scale factor {f}; got {height}x{width}"
+        )
     return (1, pipe.unet.config.in_channels, height // f, width // f)
 
 

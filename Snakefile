@@ -1,0 +1,34 @@
+# Head Relevance Vectors: one command reproduces the pipeline.
+#   snakemake --cores 2                                  (demo, embedded tiny model)
+#   snakemake --configfile config/paper.yaml --cores all (the paper, SD v1.4)
+from snakemake.utils import min_version
+
+import hrv.config
+from hrv.workflow import code_version, shard_plan
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+config.update(hrv.config.resolve(config))
+hrv.config.validate(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
+
+RUN = config["run"]
+OUT = f"results/{RUN}"
+VERSION = code_version()
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/hrv.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.hrv_merge.output,
+        rules.hrv_heatmap.output,

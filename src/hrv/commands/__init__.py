@@ -1,0 +1,1 @@
+"""Subcommands of the ``hrv`` CLI, one module per topic (see hrv.cli.COMMAND_MODULES)."""

@@ -1,0 +1,154 @@
+"""Core commands: build-tiny, heads, accumulate, merge, heatmap, import-official, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+
+
+def _build_tiny(args) -> int:
+    from hrv.models import TinyConfig, save_tiny_model
+
+    print(save_tiny_model(args.out, TinyConfig(seed=args.seed)))
+    return 0
+
+
+def _heads(args) -> int:
+    from hrv.heads import HeadRegistry
+    from hrv.models import load_pipeline
+
+    pipe = load_pipeline(args.model, device="cpu", dtype="float32")
+    registry = HeadRegistry.from_unet(pipe.unet)
+    for layer in registry.layers:
+        print(f"{layer.section}.{layer.index}\t{layer.heads} heads\t{layer.module_name}")
+    print(f"{len(registry.layers)} cross-attention layers, {registry.n_heads} heads")
+    return 0
+
+
+def _accumulate(args) -> int:
+    from hrv.prompts import read_prompts, shard_ranges
+    from hrv.steps import run_shard
+
+    prompts = read_prompts(args.prompts, args.max_prompts)
+    ranges = shard_ranges(len(prompts), args.shards)
+    if not 0 <= args.shard < len(ranges):
+        from hrv.errors import HRVInputError
+
+        raise HRVInputError(f"--shard {args.shard} is out of range for {len(ranges)} shards")
+    chosen = [(i, prompts[i]) for i in ranges[args.shard]]
+    sampling = {
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "height": args.height,
+        "width": args.width,
+    }
+    run_shard(
+        args.model,
+        args.concepts,
+        chosen,
+        args.out,
+        seed=args.seed,
+        sampling=sampling,
+        batch_size=args.batch_size,
+        keep_sot=not args.no_sot,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    print(args.out)
+    return 0
+
+
+def _merge(args) -> int:
+    from hrv.steps import merge
+
+    out = Path(args.out)
+    hrv = merge(args.shards, out / "hrv.npz", out / "hrv.csv", out / "head_ranking.csv", args.concepts)
+    print(f"{out / 'hrv.npz'}: {len(hrv.concepts)} concepts x {len(hrv.heads)} heads")
+    return 0
+
+
+def _heatmap(args) -> int:
+    from hrv.hrvfile import load_hrv
+    from hrv.plots import heatmap
+
+    print(heatmap(load_hrv(args.hrv), args.out))
+    return 0
+
+
+def _import_official(args) -> int:
+    from hrv.steps import import_official
+
+    hrv = import_official(args.which, args.out, args.reference_dir, args.concepts)
+    print(f"{args.out}: {len(hrv.concepts)} concepts x {len(hrv.heads)} heads")
+    return 0
+
+
+def _config(args) -> int:
+    import yaml
+
+    import hrv.config
+
+    cfg: dict = {}
+    for f in args.configfile:
+        cfg.update(yaml.safe_load(Path(f).read_text()) or {})
+    resolved = hrv.config.resolve(cfg)
+    hrv.config.validate(resolved, Path(hrv.config.CONFIG_DIR).parent / "workflow/schemas/config.schema.yaml")
+    print(json.dumps(resolved, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("build-tiny", help="materialise the embedded tiny model as a diffusers folder")
+    p.add_argument("out", nargs="?", default="resources/models/tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_build_tiny)
+
+    p = sub.add_parser("heads", help="list the cross-attention layers and heads of a model")
+    p.add_argument("model", help="preset name, hub id or diffusers folder")
+    p.set_defaults(func=_heads)
+
+    p = sub.add_parser("accumulate", help="accumulate HRV votes of one shard of prompts")
+    p.add_argument("--model", required=True)
+    p.add_argument("--concepts", default="resources/concepts/concepts_34x10.csv")
+    p.add_argument("--prompts", nargs="+", required=True)
+    p.add_argument("--max-prompts", type=int, default=None)
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sot", action="store_true", help="leave the SOT embedding out of the softmax")
+    p.add_argument("--out", required=True)
+    add_sampling_args(p)
+    p.set_defaults(func=_accumulate)
+
+    p = sub.add_parser("merge", help="merge shard counts and normalise them into HRVs")
+    p.add_argument("shards", nargs="+")
+    p.add_argument("--out", required=True, help="folder for hrv.npz, hrv.csv and head_ranking.csv")
+    p.add_argument("--concepts", default=None)
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("heatmap", help="plot an hrv.npz as a heat map")
+    p.add_argument("hrv")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_heatmap)
+
+    p = sub.add_parser("import-official", help="convert the released SD v1.4 or SDXL HRVs into hrv.npz")
+    p.add_argument("which", choices=["sd14", "sdxl"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--reference-dir", default="resources/reference")
+    p.add_argument("--concepts", default="resources/concepts/concepts_34x10.csv")
+    p.set_defaults(func=_import_official)
+
+    p = sub.add_parser("config", help="print the resolved, validated config of config files")
+    p.add_argument("configfile", nargs="+")
+    p.set_defaults(func=_config)

@@ -1,5 +1,12 @@
 # HRV accumulation (spec section 1): build the model, vote in shards, merge and normalise, plot.
 
+# Cheap rules run on the submitting node under a cluster executor (profiles/slurm).
+localrules:
+    build_tiny_model,
+    hrv_merge,
+    hrv_heatmap,
+
+
 
 rule build_tiny_model:
     output:

@@ -17,6 +17,7 @@ from hrv.errors import HRVInputError
 
 COMMAND_MODULES = [
     "hrv.commands.core",
+    "hrv.commands.steering",
 ]
 
 

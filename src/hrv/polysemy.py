@@ -1,0 +1,479 @@
+"""SD-HRV for polysemous words (paper section 5.1, appendix D.3): cases, images, scores, human sheet.
+
+A case is a prompt whose ``token`` is often read in the wrong sense ("lavender" as a plant in "A
+vase in lavender color"). Each case is rendered per seed as
+
+- ``sd``: plain generation;
+- ``adjusting`` (SD-HRV): concept adjusting of the token, desired vs undesired concept;
+- ``strengthening``: concept strengthening with the desired concept alone (the ablation).
+
+The paper's 63.0% -> 15.9% misinterpretation rates came from people. The automatic proxy here is
+CLIP zero-shot between the case's intended-sense and wrong-sense texts: an image counts as
+misinterpreted when it is closer to the wrong-sense text. The human sheet shows SD and SD-HRV
+images of each (case, seed) side by side in a seeded random order (items and left/right), and
+``human_rates`` turns people's answers into the paper's rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hrv.errors import HRVInputError
+from hrv.hrvfile import HRVSet
+from hrv.io import atomic_path, write_text_atomic
+
+CASE_COLUMNS = ("case", "prompt", "token", "desired", "undesired", "intended", "wrong", "clamp")
+METHODS = ("sd", "adjusting", "strengthening")
+METHOD_LABELS = {"sd": "SD", "adjusting": "SD-HRV (adjusting)", "strengthening": "strengthening"}
+ANSWERS = {"intended": "intended", "i": "intended", "wrong": "wrong", "w": "wrong", "unclear": "unclear", "u": "unclear"}
+
+
+@dataclass(frozen=True)
+class PolysemyCase:
+    case: str
+    prompt: str
+    token: str
+    desired: str
+    undesired: str
+    intended: str  # text of the intended sense (CLIP proxy, human sheet)
+    wrong: str  # text of the wrong sense
+    clamp: float | None = None
+    source: str = ""
+
+
+def read_cases(path: str | Path, which: Sequence[str] | None = None) -> list[PolysemyCase]:
+    """Read the cases CSV (columns ``CASE_COLUMNS``, ``source`` optional); ``which`` picks case ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise HRVInputError(f"polysemy cases file {path} does not exist; see resources/polysemy_cases.csv")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CASE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise HRVInputError(f"cases file {path} lacks column(s) {', '.join(missing)}")
+        cases = []
+        for line, row in enumerate(reader, start=2):
+            row = {k: (v or "").strip() for k, v in row.items() if k}
+            empty = [c for c in CASE_COLUMNS if c != "clamp" and not row[c]]
+            if empty:
+                raise HRVInputError(f"cases file {path}, line {line}: empty {', '.join(empty)}")
+            try:
+                clamp = float(row["clamp"]) if row["clamp"] else None
+            except ValueError as err:
+                raise HRVInputError(f"cases file {path}, line {line}: clamp {row['clamp']!r} is not a number") from err
+            fields = {c: row[c] for c in CASE_COLUMNS if c != "clamp"}
+            cases.append(PolysemyCase(**fields, clamp=clamp, source=row.get("source", "")))
+    ids = [c.case for c in cases]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise HRVInputError(f"cases file {path}: case id(s) {', '.join(dup)} repeat; ids must be unique")
+    if which is None:
+        return cases
+    unknown = [w for w in which if w not in ids]
+    if unknown:
+        raise HRVInputError(f"unknown polysemy case(s) {', '.join(unknown)}; {path} has {', '.join(ids)}")
+    return [c for c in cases if c.case in set(which)]
+
+
+def case_variants(pipe, hrv: HRVSet, case: PolysemyCase, methods: Sequence[str] = METHODS) -> dict:
+    """{method: (1, H, 77) factors or None} for one case; checks heads, concepts and the token."""
+    from hrv.heads import HeadRegistry
+    from hrv.steering import Steering, build_intervention
+    from hrv.tokens import select_tokens
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise HRVInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    names = HeadRegistry.from_unet(pipe.unet).names()
+    positions = select_tokens(pipe.tokenizer, case.prompt, case.token, occurrence="all")
+    variants = {}
+    for m in methods:
+        if m == "sd":
+            variants[m] = None
+        else:
+            undesired = case.undesired if m == "adjusting" else None
+            steering = Steering(case.desired, undesired, case.clamp)
+            variants[m] = build_intervention(hrv, names, steering, positions).factors
+    return variants
+
+
+def run_case(
+    pipe,
+    hrv: HRVSet,
+    case: PolysemyCase,
+    seeds: Sequence[int],
+    images_dir: str | Path,
+    manifest: str | Path,
+    grid: str | Path | None = None,
+    *,
+    methods: Sequence[str] = METHODS,
+    sampling: dict | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Render a case's images (``images_dir/<method>/seed_<s>.png``), its grid, and its manifest CSV.
+
+    The manifest (case, method, seed, path relative to the manifest's folder) is written last.
+    """
+    from hrv.generate import render, save_grid, save_image
+
+    sampling = dict(sampling or {})
+    variants = case_variants(pipe, hrv, case, methods)
+    images = render(
+        pipe,
+        case.prompt,
+        list(seeds),
+        variants,
+        steps=int(sampling.get("steps", 50)),
+        guidance_scale=float(sampling.get("guidance_scale", 7.5)),
+        height=sampling.get("height"),
+        width=sampling.get("width"),
+        batch_size=batch_size,
+        progress=progress,
+    )
+    images_dir, manifest = Path(images_dir), Path(manifest)
+    rows = []
+    for m in methods:
+        for seed, image in zip(seeds, images[m], strict=True):
+            path = save_image(image, images_dir / m / f"seed_{seed:04d}.png")
+            rows.append(
+                {"case": case.case, "method": m, "seed": int(seed), "path": _relative(path, manifest.parent)}
+            )
+    if grid is not None:
+        save_grid(
+            {METHOD_LABELS[m]: images[m] for m in methods},
+            [f"seed {s}" for s in seeds],
+            grid,
+            title=f"{case.prompt}  [{case.token}: {case.desired} vs {case.undesired}]",
+        )
+    table = pd.DataFrame(rows, columns=["case", "method", "seed", "path"])
+    with atomic_path(manifest) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def _relative(path: Path, base: Path) -> str:
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+
+
+def read_manifests(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate image manifests; ``path`` becomes absolute."""
+    frames = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise HRVInputError(f"image manifest {p} does not exist; run the polysemy image rule first")
+        t = pd.read_csv(p)
+        missing = {"case", "method", "seed", "path"} - set(t.columns)
+        if missing:
+            raise HRVInputError(f"image manifest {p} lacks column(s) {', '.join(sorted(missing))}")
+        t["path"] = [str((p.parent / q).resolve()) for q in t["path"]]
+        frames.append(t)
+    if not frames:
+        raise HRVInputError("no image manifests given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def clip_scores(manifest: pd.DataFrame, cases: Sequence[PolysemyCase], clip) -> pd.DataFrame:
+    """Per image: CLIP similarity to the intended and to the wrong sense, and the proxy verdict."""
+    from PIL import Image
+
+    by_id = {c.case: c for c in cases}
+    out = []
+    for case_id, group in manifest.groupby("case", sort=False):
+        if case_id not in by_id:
+            raise HRVInputError(f"images of case {case_id!r} but the cases file has no such case")
+        case = by_id[case_id]
+        images = [Image.open(p).convert("RGB") for p in group["path"]]
+        sims = clip.similarity_matrix(images, [case.intended, case.wrong])
+        g = group.copy()
+        g["sim_intended"], g["sim_wrong"] = sims[:, 0], sims[:, 1]
+        g["misinterpreted"] = sims[:, 1] > sims[:, 0]
+        out.append(g)
+    return pd.concat(out, ignore_index=True)
+
+
+def misinterpretation_rates(scores: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rate per (case, method) and over all cases (case ``all``): misinterpreted images / images."""
+    methods = list(methods or [m for m in METHODS if m in set(scores["method"])])
+    cases = list(dict.fromkeys(scores["case"]))
+    rows = []
+    for case in [*cases, "all"]:
+        sub = scores if case == "all" else scores[scores["case"] == case]
+        for m in methods:
+            s = sub[sub["method"] == m]
+            n, k = len(s), int(s["misinterpreted"].sum())
+            rows.append({"case": case, "method": m, "n_images": n, "n_misinterpreted": k, "rate": k / n if n else math.nan})
+    return pd.DataFrame(rows)
+
+
+def rates_html(rates: pd.DataFrame, out: str | Path, title: str) -> Path:
+    """A small standalone HTML table: cases x methods, rate in % (misinterpreted / images)."""
+    methods = list(dict.fromkeys(rates["method"]))
+    cases = list(dict.fromkeys(rates["case"]))
+    cell = {(r.case, r.method): r for r in rates.itertuples()}
+    head = "".join(f"<th>{html.escape(METHOD_LABELS.get(m, m))}</th>" for m in methods)
+    body = []
+    for c in cases:
+        tds = []
+        for m in methods:
+            r = cell.get((c, m))
+            tds.append(
+                "<td>-</td>" if r is None or r.n_images == 0 else f"<td>{100 * r.rate:.1f}% ({r.n_misinterpreted}/{r.n_images})</td>"
+            )
+        style = ' style="font-weight:bold"' if c == "all" else ""
+        body.append(f"<tr{style}><td>{html.escape(c)}</td>{''.join(tds)}</tr>")
+    doc = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{t}</title><style>"
+        "table{{border-collapse:collapse;font-family:sans-serif}}td,th{{border:1px solid #999;padding:4px 8px}}"
+        "</style></head><body><h3>{t}</h3><table><tr><th>case</th>{h}</tr>{b}</table></body></html>\n"
+    ).format(t=html.escape(title), h=head, b="".join(body))
+    write_text_atomic(out, doc)
+    return Path(out)
+
+
+def plot_rates(rates: pd.DataFrame, out: str | Path, title: str, dpi: int = 150) -> Path:
+    """Grouped bars: misinterpretation rate (%) per case and over all cases, one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(rates["method"]))
+    cases = list(dict.fromkeys(rates["case"]))
+    x = np.arange(len(cases))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cases) + 2), 3.6))
+    for i, m in enumerate(methods):
+        sub = rates[rates["method"] == m].set_index("case").reindex(cases)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * sub["rate"].to_numpy(float), width, label=METHOD_LABELS.get(m, m))
+    ax.set_xticks(x, cases, rotation=30, ha="right")
+    ax.set_ylabel("misinterpreted images (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return Path(out)
+
+
+# --- the human-judging sheet ----------------------------------------------------------------------
+
+SHEET_COLUMNS = ["item", "prompt", "intended", "wrong", "image_a", "image_b", "answer_a", "answer_b"]
+
+
+def write_human_sheet(
+    manifest: pd.DataFrame,
+    cases: Sequence[PolysemyCase],
+    sheet: str | Path,
+    key: str | Path,
+    page: str | Path,
+    images_dir: str | Path,
+    *,
+    seed: int = 0,
+    methods: tuple[str, str] = ("sd", "adjusting"),
+) -> pd.DataFrame:
+    """One item per (case, seed): the two methods' images as A and B, items and sides shuffled.
+
+    Images are copied under anonymous names (``item_007_a.png``) so that neither the sheet nor the
+    page reveals the method; ``key`` (kept from the judges) maps items back to case, seed and
+    methods. Judges answer, per image, ``intended``, ``wrong`` or ``unclear``.
+    """
+    by_id = {c.case: c for c in cases}
+    m = manifest[manifest["method"].isin(methods)]
+    pairs = m.pivot_table(index=["case", "seed"], columns="method", values="path", aggfunc="first")
+    missing = [x for x in methods if x not in pairs.columns]
+    if missing or pairs.isna().any().any():
+        raise HRVInputError(f"the human sheet needs images of methods {', '.join(methods)} for every case and seed")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pairs))
+    flips = rng.integers(0, 2, size=len(pairs)).astype(bool)
+    images_dir = Path(images_dir)
+    if images_dir.exists():
+        shutil.rmtree(images_dir)
+    images_dir.mkdir(parents=True)
+    page_dir = Path(page).parent
+    sheet_rows, key_rows = [], []
+    for item, (idx, flip) in enumerate(zip(order, flips, strict=True), start=1):
+        (case_id, s) = pairs.index[idx]
+        case = by_id[case_id]
+        a, b = (methods[1], methods[0]) if flip else methods
+        names = {}
+        for side, method in (("a", a), ("b", b)):
+            dest = images_dir / f"item_{item:03d}_{side}.png"
+            shutil.copyfile(pairs.loc[(case_id, s), method], dest)
+            names[side] = _relative(dest, page_dir)
+        sheet_rows.append(
+            {"item": item, "prompt": case.prompt, "intended": case.intended, "wrong": case.wrong,
+             "image_a": names["a"], "image_b": names["b"], "answer_a": "", "answer_b": ""}
+        )
+        key_rows.append({"item": item, "case": case_id, "seed": int(s), "method_a": a, "method_b": b})
+    table = pd.DataFrame(sheet_rows, columns=SHEET_COLUMNS)
+    with atomic_path(sheet) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(key) as tmp:
+        pd.DataFrame(key_rows).to_csv(tmp, index=False)
+    write_text_atomic(page, _sheet_html(table))
+    return table
+
+
+def _sheet_html(table: pd.DataFrame) -> str:
+    items = []
+    for r in table.itertuples():
+        cells = []
+        for side in ("a", "b"):
+            radios = " ".join(
+                f"<label><input type='radio' name='{r.item}_{side}' value='{v}'> {v}</label>"
+                for v in ("intended", "wrong", "unclear")
+            )
+            src = html.escape(getattr(r, f"image_{side}"))
+            cells.append(f"<td><img src='{src}' width='256'><br><b>{side.upper()}</b>: {radios}</td>")
+        items.append(
+            f"<div class='item'><h4>Item {r.item}: &ldquo;{html.escape(r.prompt)}&rdquo;</h4>"
+            f"<p>Intended meaning: <i>{html.escape(r.intended)}</i>; wrong meaning: <i>{html.escape(r.wrong)}</i></p>"
+            f"<table><tr>{''.join(cells)}</tr></table></div>"
+        )
+    data = json.dumps(table[["item", "prompt", "intended", "wrong", "image_a", "image_b"]].to_dict("records"))
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Polysemous words: which meaning does each image show?</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:auto}} .item{{border-top:1px solid #aaa;padding:6px}}
+td{{vertical-align:top;padding:6px}}</style></head><body>
+<h2>Which meaning does each image show?</h2>
+<p>Each item shows two images generated from the same prompt. For <b>each</b> image, choose
+<i>intended</i> if it shows the intended meaning of the prompt, <i>wrong</i> if it shows the other
+meaning (for example lavender flowers instead of a lavender colour), <i>unclear</i> if you cannot
+tell. Then press the button at the end to download your answers and send the file back.</p>
+<p>Your name or initials: <input id="rater"></p>
+{''.join(items)}
+<p><button onclick="download()">Download my answers (CSV)</button> <span id="msg"></span></p>
+<script>
+const ITEMS = {data};
+function q(s) {{ return '"' + String(s).replace(/"/g, '""') + '"'; }}
+function download() {{
+  const rater = document.getElementById('rater').value.trim() || 'anonymous';
+  const lines = ['item,prompt,intended,wrong,image_a,image_b,answer_a,answer_b,rater'];
+  let blank = 0;
+  for (const it of ITEMS) {{
+    const ans = ['a', 'b'].map(s => {{
+      const el = document.querySelector(`input[name="${{it.item}}_${{s}}"]:checked`);
+      if (!el) blank++;
+      return el ? el.value : '';
+    }});
+    lines.push([it.item, q(it.prompt), q(it.intended), q(it.wrong), q(it.image_a), q(it.image_b), ans[0], ans[1], q(rater)].join(','));
+  }}
+  const blob = new Blob([lines.join('\\n') + '\\n'], {{type: 'text/csv'}});
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = 'answers_' + rater.replace(/[^A-Za-z0-9_-]+/g, '_') + '.csv';
+  a.click();
+  document.getElementById('msg').textContent = blank ? blank + ' image(s) left unanswered' : 'all answered, thank you';
+}}
+</script></body></html>
+"""
+
+
+def read_answers(path: str | Path) -> pd.DataFrame:
+    """One judge's answers: the sheet with ``answer_a``/``answer_b`` filled (``rater`` optional).
+
+    Answers are ``intended``, ``wrong`` or ``unclear`` (or i/w/u, any case); blanks are unanswered.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HRVInputError(f"answers file {path} does not exist")
+    t = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"item", "answer_a", "answer_b"} - set(t.columns)
+    if missing:
+        raise HRVInputError(f"answers file {path} lacks column(s) {', '.join(sorted(missing))}; fill in the sheet's columns")
+    if "rater" not in t.columns:
+        t["rater"] = path.stem
+    t["rater"] = t["rater"].replace("", path.stem)
+    for col in ("answer_a", "answer_b"):
+        norm = t[col].str.strip().str.lower()
+        bad = sorted(set(norm[(norm != "") & ~norm.isin(list(ANSWERS))]))
+        if bad:
+            raise HRVInputError(
+                f"answers file {path}, column {col}: unknown answer(s) {', '.join(map(repr, bad))};"
+                " use intended, wrong or unclear (or i, w, u), blank for unanswered"
+            )
+        t[col] = norm.map(lambda v: ANSWERS.get(v, ""))
+    try:
+        t["item"] = t["item"].astype(int)
+    except ValueError as err:
+        raise HRVInputError(f"answers file {path}: column item must hold the sheet's item numbers") from err
+    dup = t.duplicated(["rater", "item"])
+    if dup.any():
+        raise HRVInputError(f"answers file {path}: item(s) {sorted(t.loc[dup, 'item'])} answered twice by one rater")
+    return t[["rater", "item", "answer_a", "answer_b"]]
+
+
+def human_judgements(key: str | Path, answers: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per (rater, image): case, seed, method and the answer (unanswered images dropped)."""
+    keys = pd.read_csv(key)
+    need = {"item", "case", "seed", "method_a", "method_b"}
+    if need - set(keys.columns):
+        raise HRVInputError(f"key file {key} lacks column(s) {', '.join(sorted(need - set(keys.columns)))}")
+    keyed = keys.set_index("item")
+    rows, blank = [], 0
+    for path in answers:
+        t = read_answers(path)
+        unknown = sorted(set(t["item"]) - set(keyed.index))
+        if unknown:
+            raise HRVInputError(f"answers file {path}: item(s) {unknown} are not in the key {key}; wrong sheet?")
+        for r in t.itertuples():
+            k = keyed.loc[r.item]
+            for side in ("a", "b"):
+                answer = getattr(r, f"answer_{side}")
+                if not answer:
+                    blank += 1
+                    continue
+                rows.append(
+                    {"rater": r.rater, "item": r.item, "case": k["case"], "seed": int(k["seed"]),
+                     "method": k[f"method_{side}"], "answer": answer}
+                )
+    if blank:
+        warnings.warn(f"{blank} image(s) were left unanswered and are not counted", stacklevel=2)
+    if not rows:
+        raise HRVInputError("no answered images in the answers files")
+    return pd.DataFrame(rows)
+
+
+def human_rates(
+    key: str | Path, answers: Sequence[str | Path], exclude_unclear: bool = False
+) -> pd.DataFrame:
+    """The paper's human misinterpretation rate per method (case ``all``) and per (case, method).
+
+    rate = judgements ``wrong`` / judgements, pooled over raters and images; ``unclear`` counts
+    as a judgement (not misinterpreted) unless ``exclude_unclear``.
+    """
+    j = human_judgements(key, answers)
+    if exclude_unclear:
+        j = j[j["answer"] != "unclear"]
+    methods = [m for m in METHODS if m in set(j["method"])]
+    rows = []
+    for case in [*dict.fromkeys(j["case"]), "all"]:
+        sub = j if case == "all" else j[j["case"] == case]
+        for m in methods:
+            s = sub[sub["method"] == m]
+            n = len(s)
+            k = int((s["answer"] == "wrong").sum())
+            rows.append(
+                {"case": case, "method": m, "n_judgements": n, "n_wrong": k,
+                 "n_unclear": int((s["answer"] == "unclear").sum()), "n_raters": s["rater"].nunique(),
+                 "rate": k / n if n else math.nan}
+            )
+    return pd.DataFrame(rows)

@@ -46,7 +46,7 @@ def _token_spans_by_alignment(tokenizer, prompt: str, ids: Sequence[int]) -> lis
     lowered = prompt.lower()
     spans, cursor = [], 0
     for tid in ids:
-        text = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(int(tid))]).strip().lower()
+        text = tokenizer.decode([int(tid)]).replace("</w>", "").strip().lower()
         start = lowered.find(text, cursor) if text else -1
         if start < 0:
             raise HRVInputError(

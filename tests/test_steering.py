@@ -28,7 +28,9 @@ def planted(registry) -> HRVSet:
     n = registry.n_heads
     hrv = rng.uniform(0, 20, size=(len(CONCEPTS), n)).astype(np.float32)
     hrv[3] = 0.0
-    return HRVSet(hrv, CONCEPTS, registry.names(), np.zeros((0, 4, n), np.float32), np.zeros((0, 4, n), np.int64))
+    return HRVSet(
+        hrv, CONCEPTS, registry.names(), np.zeros((0, 4, n), np.float32), np.zeros((0, 4, n), np.int64)
+    )
 
 
 def expected_vector(d: np.ndarray, u: np.ndarray, b: float | None) -> list[float]:
@@ -97,10 +99,17 @@ def test_token_factors_only_on_chosen_columns():
 def test_mismatched_head_names_give_a_clear_error(planted, registry, tmp_path, root):
     from hrv.steps import import_official
 
-    sdxl = import_official("sdxl", tmp_path / "sdxl.npz", root / "resources/reference", root / "resources/concepts/concepts_34x10.csv")
+    sdxl = import_official(
+        "sdxl",
+        tmp_path / "sdxl.npz",
+        root / "resources/reference",
+        root / "resources/concepts/concepts_34x10.csv",
+    )
     with pytest.raises(HRVInputError, match="1300 heads.*128 heads"):
         build_intervention(sdxl, registry.names(), Steering("Color", "Plants"), [4])
-    shifted = HRVSet(planted.hrv, CONCEPTS, registry.names()[1:] + ["up.9/h0"], planted.hrv_per_timestep, planted.counts)
+    shifted = HRVSet(
+        planted.hrv, CONCEPTS, registry.names()[1:] + ["up.9/h0"], planted.hrv_per_timestep, planted.counts
+    )
     with pytest.raises(HRVInputError, match="names differ"):
         build_intervention(shifted, registry.names(), Steering("Color", "Plants"), [4])
 
@@ -142,7 +151,10 @@ def test_factor_lands_on_chosen_columns_of_every_head_and_only_in_the_conditiona
         for k in range(layer.heads):
             h = layer.offset + k
             torch.testing.assert_close(
-                steered_probs[0, k][:, positions], plain_probs[0, k][:, positions] * vector[h], rtol=1e-5, atol=1e-7
+                steered_probs[0, k][:, positions],
+                plain_probs[0, k][:, positions] * vector[h],
+                rtol=1e-5,
+                atol=1e-7,
             )
         # the unconditional half's output is bit-identical, the conditional half's changed
         assert torch.equal(steered_out[0], plain_out[0])
@@ -183,7 +195,9 @@ def test_in_a_pipeline_run_and_step_window(tiny_pipe, planted, registry):
     assert positions == [4]
     factors = build_intervention(planted, registry.names(), Steering("Color", "Plants"), positions).factors
     plain, plain_out = _pipeline_capture(tiny_pipe, registry, prompt, None)
-    steered, steered_out = _pipeline_capture(tiny_pipe, registry, prompt, Intervention(factors, start=1, end=2))
+    steered, steered_out = _pipeline_capture(
+        tiny_pipe, registry, prompt, Intervention(factors, start=1, end=2)
+    )
     n_layers = len(registry.layers)
     # before the window nothing changes, in any layer
     for pos in range(n_layers):
@@ -205,17 +219,42 @@ def test_steer_writes_steered_baseline_and_grid(tiny_pipe, planted, tmp_path):
     from hrv.generate import render, steer
 
     result = steer(
-        tiny_pipe, planted, "A vase in lavender color", "lavender", "Color", "Plants",
-        seeds="1-2", steps=2, height=SIZE, width=SIZE, batch_size=2, progress=False,
+        tiny_pipe,
+        planted,
+        "A vase in lavender color",
+        "lavender",
+        "Color",
+        "Plants",
+        seeds="1-2",
+        steps=2,
+        height=SIZE,
+        width=SIZE,
+        batch_size=2,
+        progress=False,
     )
     assert result.positions == [4] and result.seeds == [1, 2]
-    alone = render(tiny_pipe, "A vase in lavender color", [2], {"sd": None}, steps=2, height=SIZE, width=SIZE, progress=False)
+    alone = render(
+        tiny_pipe,
+        "A vase in lavender color",
+        [2],
+        {"sd": None},
+        steps=2,
+        height=SIZE,
+        width=SIZE,
+        progress=False,
+    )
     # the baseline is the plain image of that seed (identity factors keep the fused kernel)
     assert np.array_equal(np.asarray(alone["sd"][0]), np.asarray(result.baseline[1]))
     for s, b in zip(result.steered, result.baseline, strict=True):
         assert not np.array_equal(np.asarray(s), np.asarray(b))
     out = result.save(tmp_path / "lavender")
-    for name in ("steered/seed_0001.png", "steered/seed_0002.png", "baseline/seed_0002.png", "grid.png", "steering.json"):
+    for name in (
+        "steered/seed_0001.png",
+        "steered/seed_0002.png",
+        "baseline/seed_0002.png",
+        "grid.png",
+        "steering.json",
+    ):
         assert (out / name).is_file(), name
     grid = Image.open(out / "grid.png")
     assert grid.width >= 2 * SIZE and grid.height >= 2 * SIZE

@@ -119,9 +119,7 @@ def render(
         for i in range(0, len(seeds), batch_size):
             chunk = seeds[i : i + batch_size]
             # element order: seed-major, variant-minor
-            latents = torch.cat(
-                [initial_latents(pipe, [0], s, height, width) for s in chunk for _ in names]
-            )
+            latents = torch.cat([initial_latents(pipe, [0], s, height, width) for s in chunk for _ in names])
             factors = torch.cat([rows[v] for _ in chunk for v in range(len(names))])
             controller.intervention = Intervention(
                 factors.to(device=pipe.device, dtype=torch.float32), start=start, end=end

@@ -36,7 +36,14 @@ from hrv.io import atomic_path, write_text_atomic
 CASE_COLUMNS = ("case", "prompt", "token", "desired", "undesired", "intended", "wrong", "clamp")
 METHODS = ("sd", "adjusting", "strengthening")
 METHOD_LABELS = {"sd": "SD", "adjusting": "SD-HRV (adjusting)", "strengthening": "strengthening"}
-ANSWERS = {"intended": "intended", "i": "intended", "wrong": "wrong", "w": "wrong", "unclear": "unclear", "u": "unclear"}
+ANSWERS = {
+    "intended": "intended",
+    "i": "intended",
+    "wrong": "wrong",
+    "w": "wrong",
+    "unclear": "unclear",
+    "u": "unclear",
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,9 @@ def read_cases(path: str | Path, which: Sequence[str] | None = None) -> list[Pol
             try:
                 clamp = float(row["clamp"]) if row["clamp"] else None
             except ValueError as err:
-                raise HRVInputError(f"cases file {path}, line {line}: clamp {row['clamp']!r} is not a number") from err
+                raise HRVInputError(
+                    f"cases file {path}, line {line}: clamp {row['clamp']!r} is not a number"
+                ) from err
             fields = {c: row[c] for c in CASE_COLUMNS if c != "clamp"}
             cases.append(PolysemyCase(**fields, clamp=clamp, source=row.get("source", "")))
     ids = [c.case for c in cases]
@@ -216,7 +225,15 @@ def misinterpretation_rates(scores: pd.DataFrame, methods: Sequence[str] | None 
         for m in methods:
             s = sub[sub["method"] == m]
             n, k = len(s), int(s["misinterpreted"].sum())
-            rows.append({"case": case, "method": m, "n_images": n, "n_misinterpreted": k, "rate": k / n if n else math.nan})
+            rows.append(
+                {
+                    "case": case,
+                    "method": m,
+                    "n_images": n,
+                    "n_misinterpreted": k,
+                    "rate": k / n if n else math.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -232,7 +249,9 @@ def rates_html(rates: pd.DataFrame, out: str | Path, title: str) -> Path:
         for m in methods:
             r = cell.get((c, m))
             tds.append(
-                "<td>-</td>" if r is None or r.n_images == 0 else f"<td>{100 * r.rate:.1f}% ({r.n_misinterpreted}/{r.n_images})</td>"
+                "<td>-</td>"
+                if r is None or r.n_images == 0
+                else f"<td>{100 * r.rate:.1f}% ({r.n_misinterpreted}/{r.n_images})</td>"
             )
         style = ' style="font-weight:bold"' if c == "all" else ""
         body.append(f"<tr{style}><td>{html.escape(c)}</td>{''.join(tds)}</tr>")
@@ -259,7 +278,12 @@ def plot_rates(rates: pd.DataFrame, out: str | Path, title: str, dpi: int = 150)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cases) + 2), 3.6))
     for i, m in enumerate(methods):
         sub = rates[rates["method"] == m].set_index("case").reindex(cases)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * sub["rate"].to_numpy(float), width, label=METHOD_LABELS.get(m, m))
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            100 * sub["rate"].to_numpy(float),
+            width,
+            label=METHOD_LABELS.get(m, m),
+        )
     ax.set_xticks(x, cases, rotation=30, ha="right")
     ax.set_ylabel("misinterpreted images (%)")
     ax.set_ylim(0, 100)
@@ -299,7 +323,9 @@ def write_human_sheet(
     pairs = m.pivot_table(index=["case", "seed"], columns="method", values="path", aggfunc="first")
     missing = [x for x in methods if x not in pairs.columns]
     if missing or pairs.isna().any().any():
-        raise HRVInputError(f"the human sheet needs images of methods {', '.join(methods)} for every case and seed")
+        raise HRVInputError(
+            f"the human sheet needs images of methods {', '.join(methods)} for every case and seed"
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pairs))
     flips = rng.integers(0, 2, size=len(pairs)).astype(bool)
@@ -319,8 +345,16 @@ def write_human_sheet(
             shutil.copyfile(pairs.loc[(case_id, s), method], dest)
             names[side] = _relative(dest, page_dir)
         sheet_rows.append(
-            {"item": item, "prompt": case.prompt, "intended": case.intended, "wrong": case.wrong,
-             "image_a": names["a"], "image_b": names["b"], "answer_a": "", "answer_b": ""}
+            {
+                "item": item,
+                "prompt": case.prompt,
+                "intended": case.intended,
+                "wrong": case.wrong,
+                "image_a": names["a"],
+                "image_b": names["b"],
+                "answer_a": "",
+                "answer_b": "",
+            }
         )
         key_rows.append({"item": item, "case": case_id, "seed": int(s), "method_a": a, "method_b": b})
     table = pd.DataFrame(sheet_rows, columns=SHEET_COLUMNS)
@@ -359,7 +393,7 @@ td{{vertical-align:top;padding:6px}}</style></head><body>
 meaning (for example lavender flowers instead of a lavender colour), <i>unclear</i> if you cannot
 tell. Then press the button at the end to download your answers and send the file back.</p>
 <p>Your name or initials: <input id="rater"></p>
-{''.join(items)}
+{"".join(items)}
 <p><button onclick="download()">Download my answers (CSV)</button> <span id="msg"></span></p>
 <script>
 const ITEMS = {data};
@@ -398,7 +432,9 @@ def read_answers(path: str | Path) -> pd.DataFrame:
     t = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = {"item", "answer_a", "answer_b"} - set(t.columns)
     if missing:
-        raise HRVInputError(f"answers file {path} lacks column(s) {', '.join(sorted(missing))}; fill in the sheet's columns")
+        raise HRVInputError(
+            f"answers file {path} lacks column(s) {', '.join(sorted(missing))}; fill in the sheet's columns"
+        )
     if "rater" not in t.columns:
         t["rater"] = path.stem
     t["rater"] = t["rater"].replace("", path.stem)
@@ -417,7 +453,9 @@ def read_answers(path: str | Path) -> pd.DataFrame:
         raise HRVInputError(f"answers file {path}: column item must hold the sheet's item numbers") from err
     dup = t.duplicated(["rater", "item"])
     if dup.any():
-        raise HRVInputError(f"answers file {path}: item(s) {sorted(t.loc[dup, 'item'])} answered twice by one rater")
+        raise HRVInputError(
+            f"answers file {path}: item(s) {sorted(t.loc[dup, 'item'])} answered twice by one rater"
+        )
     return t[["rater", "item", "answer_a", "answer_b"]]
 
 
@@ -433,7 +471,9 @@ def human_judgements(key: str | Path, answers: Sequence[str | Path]) -> pd.DataF
         t = read_answers(path)
         unknown = sorted(set(t["item"]) - set(keyed.index))
         if unknown:
-            raise HRVInputError(f"answers file {path}: item(s) {unknown} are not in the key {key}; wrong sheet?")
+            raise HRVInputError(
+                f"answers file {path}: item(s) {unknown} are not in the key {key}; wrong sheet?"
+            )
         for r in t.itertuples():
             k = keyed.loc[r.item]
             for side in ("a", "b"):
@@ -442,8 +482,14 @@ def human_judgements(key: str | Path, answers: Sequence[str | Path]) -> pd.DataF
                     blank += 1
                     continue
                 rows.append(
-                    {"rater": r.rater, "item": r.item, "case": k["case"], "seed": int(k["seed"]),
-                     "method": k[f"method_{side}"], "answer": answer}
+                    {
+                        "rater": r.rater,
+                        "item": r.item,
+                        "case": k["case"],
+                        "seed": int(k["seed"]),
+                        "method": k[f"method_{side}"],
+                        "answer": answer,
+                    }
                 )
     if blank:
         warnings.warn(f"{blank} image(s) were left unanswered and are not counted", stacklevel=2)
@@ -472,8 +518,14 @@ def human_rates(
             n = len(s)
             k = int((s["answer"] == "wrong").sum())
             rows.append(
-                {"case": case, "method": m, "n_judgements": n, "n_wrong": k,
-                 "n_unclear": int((s["answer"] == "unclear").sum()), "n_raters": s["rater"].nunique(),
-                 "rate": k / n if n else math.nan}
+                {
+                    "case": case,
+                    "method": m,
+                    "n_judgements": n,
+                    "n_wrong": k,
+                    "n_unclear": int((s["answer"] == "unclear").sum()),
+                    "n_raters": s["rater"].nunique(),
+                    "rate": k / n if n else math.nan,
+                }
             )
     return pd.DataFrame(rows)

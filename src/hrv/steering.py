@@ -70,11 +70,15 @@ def rescaling_vector(
     return (2.0 * d - u).astype(np.float32)
 
 
-def token_factors(vector: np.ndarray | torch.Tensor, positions: Sequence[int], n_tokens: int = 77) -> torch.Tensor:
+def token_factors(
+    vector: np.ndarray | torch.Tensor, positions: Sequence[int], n_tokens: int = 77
+) -> torch.Tensor:
     """(1, H, n_tokens) factors: ``vector[h]`` on the chosen token columns of every head, 1 elsewhere."""
     vec = torch.as_tensor(np.asarray(vector, dtype=np.float32))
     if vec.ndim != 1:
-        raise HRVInputError(f"a rescaling vector must be 1-D (one factor per head), got shape {tuple(vec.shape)}")
+        raise HRVInputError(
+            f"a rescaling vector must be 1-D (one factor per head), got shape {tuple(vec.shape)}"
+        )
     if not positions:
         raise HRVInputError("no token positions to steer")
     bad = [p for p in positions if not 0 <= int(p) < n_tokens]

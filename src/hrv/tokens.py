@@ -26,7 +26,9 @@ class PromptTokens:
 
     prompt: str
     tokens: tuple[str, ...]  # token strings of positions 0 .. n (SOT, the prompt's tokens, EOT)
-    spans: tuple[tuple[int, int], ...]  # character span of each prompt token in ``prompt``; (0, 0) for SOT/EOT
+    spans: tuple[
+        tuple[int, int], ...
+    ]  # character span of each prompt token in ``prompt``; (0, 0) for SOT/EOT
     max_length: int  # the encoder's sequence length (77)
 
     @property
@@ -35,7 +37,9 @@ class PromptTokens:
 
     def describe(self) -> str:
         """``1:an 2:olive 3:- ...`` for error messages."""
-        return " ".join(f"{i}:{t.replace('</w>', '')}" for i, t in enumerate(self.tokens) if 0 < i <= self.n_prompt_tokens)
+        return " ".join(
+            f"{i}:{t.replace('</w>', '')}" for i, t in enumerate(self.tokens) if 0 < i <= self.n_prompt_tokens
+        )
 
 
 def _token_spans_by_alignment(tokenizer, prompt: str, ids: Sequence[int]) -> list[tuple[int, int]]:
@@ -142,7 +146,9 @@ def check_positions(pt: PromptTokens, positions: Sequence[int], what: str = "tok
             if beyond
             else f"is not a prompt token (positions 1..{last}; 0 is <SOT>)"
         )
-        raise HRVInputError(f"{what} at position(s) {list(bad) or list(positions)} {reason}; tokens: {pt.describe()}")
+        raise HRVInputError(
+            f"{what} at position(s) {list(bad) or list(positions)} {reason}; tokens: {pt.describe()}"
+        )
     return [int(p) for p in positions]
 
 

@@ -16,7 +16,9 @@ def _generate(args) -> int:
         try:
             occurrence = int(occurrence)
         except ValueError as err:
-            raise HRVInputError(f"--occurrence must be a number from 1 or 'all', got {args.occurrence!r}") from err
+            raise HRVInputError(
+                f"--occurrence must be a number from 1 or 'all', got {args.occurrence!r}"
+            ) from err
     hrv = load_hrv(args.hrv)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     result = steer(
@@ -38,7 +40,9 @@ def _generate(args) -> int:
         batch_size=args.batch_size,
     )
     out = result.save(args.out)
-    print(f"{out}: {len(result.seeds)} seed(s), {result.steering.method} of token position(s) {result.positions}")
+    print(
+        f"{out}: {len(result.seeds)} seed(s), {result.steering.method} of token position(s) {result.positions}"
+    )
     return 0
 
 
@@ -64,14 +68,22 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="preset name, hub id or diffusers folder")
     p.add_argument("--hrv", required=True, help="hrv.npz of a run or of `hrv import-official`")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--token", help="word of the prompt to steer (all its tokens), e.g. lavender or olive-colored")
+    p.add_argument(
+        "--token", help="word of the prompt to steer (all its tokens), e.g. lavender or olive-colored"
+    )
     p.add_argument("--token-index", type=int, nargs="+", help="token position(s) instead of a word (SOT = 0)")
     p.add_argument("--occurrence", default=None, help="which occurrence of a repeated word: 1, 2, ... or all")
     p.add_argument("--desired", required=True, help="concept to steer towards, e.g. Color")
-    p.add_argument("--undesired", default=None, help="concept to steer away from (adjusting); none = strengthening")
-    p.add_argument("--clamp", type=float, default=None, help="limit each HRV element to this value first (SDXL: 9)")
+    p.add_argument(
+        "--undesired", default=None, help="concept to steer away from (adjusting); none = strengthening"
+    )
+    p.add_argument(
+        "--clamp", type=float, default=None, help="limit each HRV element to this value first (SDXL: 9)"
+    )
     p.add_argument("--start", type=int, default=0, help="first steered UNet evaluation")
-    p.add_argument("--end", type=int, default=None, help="steering stops before this UNet evaluation (default: all)")
+    p.add_argument(
+        "--end", type=int, default=None, help="steering stops before this UNet evaluation (default: all)"
+    )
     p.add_argument("--seeds", default="1", help="e.g. 1-10 or 1,3,5")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, default=50)
@@ -94,6 +106,8 @@ def register(sub) -> None:
     )
     p.add_argument("answers", nargs="+", help="answer CSV files, one per rater")
     p.add_argument("--key", required=True, help="key.csv written beside the sheet")
-    p.add_argument("--exclude-unclear", action="store_true", help="leave 'unclear' judgements out of the rate")
+    p.add_argument(
+        "--exclude-unclear", action="store_true", help="leave 'unclear' judgements out of the rate"
+    )
     p.add_argument("--out", default=None, help="write the rates as CSV here")
     p.set_defaults(func=_polysemy_rate)

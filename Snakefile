@@ -25,6 +25,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/hrv.smk"
+include: "workflow/rules/provenance.smk"
 include: "workflow/rules/weakening.smk"
 
 
@@ -33,6 +34,7 @@ rule all:
     input:
         rules.hrv_merge.output,
         rules.hrv_heatmap.output,
+        rules.provenance.output,
         rules.weakening_overview.output,
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),

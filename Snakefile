@@ -27,6 +27,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/hrv.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/weakening.smk"
+include: "workflow/rules/toy.smk"
 
 
 rule all:

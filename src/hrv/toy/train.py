@@ -1,0 +1,340 @@
+"""Training the toy text-to-image model: a small SD-v1-shaped latent diffusion pipeline, on CPU.
+
+Two stages, both seeded and deterministic on CPU for a fixed thread count:
+
+1. a small ``AutoencoderKL`` (32x32 RGB <-> 4x8x8 latents, factor 4) on toy images
+   (L1 + MSE reconstruction, a small KL term);
+2. the ``UNet2DConditionModel`` (SD v1 head topology: 3 CrossAttnDownBlock2D + DownBlock2D,
+   UpBlock2D + 3 CrossAttnUpBlock2D, 2 layers per block, 8 heads: 16 CA layers x 8 = 128 heads)
+   jointly with the CLIP text encoder, epsilon prediction on SD v1's noise schedule, captions
+   dropped to "" 10% of the time so classifier-free guidance works; an EMA of the UNet weights
+   is what gets saved.
+
+The pipeline is saved as an ordinary diffusers folder (safetensors, fp16 weights to stay a few MB)
+with SD v1.4's PNDM scheduler configuration and the real CLIP tokenizer, so it loads with
+``hrv.models.load_pipeline`` like any other model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hrv.errors import HRVInputError
+from hrv.toy.world import IMAGE_SIZE, make_dataset
+
+
+@dataclass(frozen=True)
+class ToyTrainConfig:
+    """The training recipe; the defaults are the shipped model's (about 35 min on one shared CPU thread)."""
+
+    seed: int = 0
+    n_images: int = 8000
+    vae_steps: int = 300
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    vae_kl: float = 1e-6
+    unet_steps: int = 500
+    unet_batch: int = 64
+    unet_lr: float = 2e-3
+    text_lr: float = 5e-4
+    warmup: int = 50
+    ema: float = 0.99
+    caption_dropout: float = 0.1
+    unet_channels: tuple[int, int, int, int] = (32, 64, 64, 64)
+    vae_channels: tuple[int, int, int] = (16, 32, 32)
+    text_hidden: int = 64
+    text_layers: int = 2
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("n_images", "vae_batch", "unet_batch", "threads"):
+            if getattr(self, name) < 1:
+                raise HRVInputError(f"toy training: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("vae_steps", "unet_steps"):
+            if getattr(self, name) < 0:
+                raise HRVInputError(f"toy training: {name} must be >= 0, got {getattr(self, name)}")
+
+
+def build_components(cfg: ToyTrainConfig, tokenizer_dir: Path):
+    """Untrained components with seeded initial weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hrv.tokenizer import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer(tokenizer_dir)
+    torch.manual_seed(cfg.seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=cfg.text_hidden,
+            intermediate_size=cfg.text_hidden * 2,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=cfg.text_hidden,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    torch.manual_seed(cfg.seed + 1)
+    latent_side = IMAGE_SIZE // 2 ** (len(cfg.vae_channels) - 1)
+    unet = UNet2DConditionModel(
+        sample_size=latent_side,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=2,
+        attention_head_dim=8,  # SD v1 configs store the head *count* under this name
+        cross_attention_dim=cfg.text_hidden,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(cfg.seed + 2)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels),
+        block_out_channels=cfg.vae_channels,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE,
+    )
+    scheduler = PNDMScheduler(  # SD v1.4's configuration
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return tokenizer, text_encoder, unet, vae, scheduler
+
+
+def _lr_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / max(warmup, 1))
+
+
+def train_vae(vae, images: torch.Tensor, cfg: ToyTrainConfig, progress: bool = True) -> list[float]:
+    """Train the autoencoder on images (N, 3, 32, 32) in [-1, 1]; returns the loss curve."""
+    gen = torch.Generator().manual_seed(cfg.seed + 10)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    losses = []
+    vae.train()
+    for step in tqdm(range(cfg.vae_steps), desc="toy VAE", disable=not progress):
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.warmup)
+        x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.vae_kl * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    vae.eval()
+    return losses
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Posterior means of the images (unscaled)."""
+    return torch.cat(
+        [vae.encode(images[i : i + batch]).latent_dist.mean for i in range(0, len(images), batch)]
+    )
+
+
+def train_unet(
+    unet,
+    text_encoder,
+    tokenizer,
+    latents: torch.Tensor,
+    captions: list[str],
+    cfg: ToyTrainConfig,
+    progress: bool = True,
+):
+    """Epsilon-prediction training of UNet + text encoder; returns (EMA UNet, loss curve)."""
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    tokens = tokenizer(
+        captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    gen = torch.Generator().manual_seed(cfg.seed + 20)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(
+        [
+            {"params": unet.parameters(), "lr": cfg.unet_lr, "base": cfg.unet_lr},
+            {"params": text_encoder.parameters(), "lr": cfg.text_lr, "base": cfg.text_lr},
+        ],
+        weight_decay=1e-4,
+    )
+    unet.train()
+    text_encoder.train()
+    losses = []
+    for step in tqdm(range(cfg.unet_steps), desc="toy UNet", disable=not progress):
+        for group in opt.param_groups:
+            group["lr"] = group["base"] * _lr_factor(step, cfg.warmup)
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
+        ids = torch.where(drop[:, None], empty.expand(cfg.unet_batch, -1), tokens[idx])
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
+        xt = noise_sched.add_noise(x0, noise, t)
+        cond = text_encoder(ids)[0]
+        loss = F.mse_loss(unet(xt, t, cond).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(text_encoder.parameters()), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+    text_encoder.eval()
+    return ema, losses
+
+
+def train_pipeline(
+    cfg: ToyTrainConfig | None = None, progress: bool = True, tokenizer_dir: Path | None = None
+):
+    """Train all components; returns (StableDiffusionPipeline in float32, stats dict)."""
+    from diffusers import StableDiffusionPipeline
+
+    cfg = cfg or ToyTrainConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    own_tmp = tokenizer_dir is None
+    tok_dir = Path(tempfile.mkdtemp(prefix="hrv-toy-tok.")) if own_tmp else Path(tokenizer_dir)
+    try:
+        t0 = time.perf_counter()
+        tokenizer, text_encoder, unet, vae, scheduler = build_components(cfg, tok_dir)
+        data = make_dataset(cfg.n_images, cfg.seed)
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous() * 2 - 1
+        vae_losses = train_vae(vae, images, cfg, progress)
+        t_vae = time.perf_counter() - t0
+        latents = encode_latents(vae, images)
+        scale = float(1.0 / latents.std()) if len(latents) > 1 else 1.0
+        vae.register_to_config(scaling_factor=scale)
+        ema, unet_losses = train_unet(
+            unet, text_encoder, tokenizer, latents * scale, data.captions, cfg, progress
+        )
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=ema,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        stats = {
+            "config": asdict(cfg),
+            "vae_seconds": round(t_vae, 1),
+            "total_seconds": round(time.perf_counter() - t0, 1),
+            "threads": cfg.threads,
+            "vae_final_loss": float(np.mean(vae_losses[-50:])) if vae_losses else None,
+            "unet_final_loss": float(np.mean(unet_losses[-100:])) if unet_losses else None,
+            "latent_scaling_factor": scale,
+        }
+        return pipe, stats
+    finally:
+        torch.set_num_threads(threads)
+        if own_tmp:
+            shutil.rmtree(tok_dir, ignore_errors=True)
+
+
+def round_to_fp16(pipe) -> None:
+    """Round every weight through float16 (what the saved folder holds), keeping float32 compute."""
+    for name in ("unet", "vae", "text_encoder"):
+        module = getattr(pipe, name)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(p.half().float())
+
+
+def save_toy_pipeline(pipe, folder: str | Path, stats: dict) -> Path:
+    """Save as a diffusers folder with fp16 safetensors + ``training.json`` (atomic rename)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+        pipe.to(torch.float32)
+        (tmp / "training.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+# The fixed check recorded in training.json and re-run by the tests on the shipped weights.
+CHECK_SEED = 1000
+CHECK_IMAGES = 24
+CHECK_STEPS = 10
+CHECK_GUIDANCE = 5.0
+
+
+def check_scenes():
+    """The held-out scenes of the recorded check (drawn with seed CHECK_SEED, unlike training)."""
+    from hrv.toy.world import make_dataset
+
+    return make_dataset(CHECK_IMAGES, CHECK_SEED).scenes
+
+
+def recorded_check(pipe) -> dict[str, float]:
+    """Attribute accuracies of the fixed check (CHECK_IMAGES captions, CHECK_STEPS steps)."""
+    from hrv.toy.evaluate import generation_accuracy
+
+    return generation_accuracy(
+        pipe, check_scenes(), CHECK_SEED, steps=CHECK_STEPS, guidance_scale=CHECK_GUIDANCE, batch_size=8
+    )
+
+
+def train_and_save(folder: str | Path, cfg: ToyTrainConfig | None = None, progress: bool = True) -> Path:
+    """Train, round the weights to fp16 (what is saved), record the check, save the folder."""
+    cfg = cfg or ToyTrainConfig()
+    pipe, stats = train_pipeline(cfg, progress=progress)
+    round_to_fp16(pipe)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        stats["check"] = {
+            "seed": CHECK_SEED,
+            "images": CHECK_IMAGES,
+            "steps": CHECK_STEPS,
+            "guidance_scale": CHECK_GUIDANCE,
+            "accuracy": recorded_check(pipe),
+        }
+    finally:
+        torch.set_num_threads(threads)
+    print(json.dumps(stats, indent=2))
+    return save_toy_pipeline(pipe, folder, stats)

@@ -1,0 +1,206 @@
+"""The toy world (issue 6): drawn images match their captions, training is deterministic, and the
+shipped weights reproduce their recorded accuracies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hrv.errors import HRVInputError
+from hrv.toy.classifiers import accuracy, classify, components
+from hrv.toy.world import (
+    ATTRIBUTES,
+    BACKGROUND_RGB,
+    IMAGE_SIZE,
+    Scene,
+    all_scenes,
+    make_dataset,
+    parse_caption,
+    render,
+)
+
+
+def test_every_scene_is_drawn_as_its_caption_says():
+    # every combination, 3 random placements each: the exact classifiers read back the caption
+    scenes = all_scenes()
+    data = make_dataset(3 * len(scenes), seed=5, scenes=scenes)
+    acc = accuracy(data.images, data.scenes)
+    assert acc["all"] == 1.0, acc
+
+
+def test_random_held_out_images_are_classified_exactly():
+    data = make_dataset(300, seed=11)
+    assert {a: v for a, v in accuracy(data.images, data.scenes).items()} == {
+        a: 1.0 for a in (*ATTRIBUTES, "all")
+    }
+    # the generator really varies every attribute
+    for a in ATTRIBUTES:
+        assert len({s.labels()[a] for s in data.scenes}) > 1
+
+
+def test_captions_read_naturally_and_parse_back():
+    scene = Scene("two", "small", "red", "circle", "sky")
+    assert scene.caption() == "two small red circles in the sky"
+    assert Scene("one", "large", "blue", "square", "grass").caption() == "one large blue square on grass"
+    assert all(parse_caption(s.caption()) == s for s in all_scenes())
+    assert len({s.caption() for s in all_scenes()}) == len(all_scenes()) == 192
+    with pytest.raises(HRVInputError, match="not a toy-world caption"):
+        parse_caption("a purple horse")
+    with pytest.raises(HRVInputError, match="not in the toy vocabulary"):
+        Scene("three", "small", "red", "circle", "sky")
+
+
+def test_generation_is_seeded_per_index():
+    a = make_dataset(6, seed=3)
+    b = make_dataset(6, seed=3)
+    c = make_dataset(6, seed=4)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    # image i depends on (seed, i) only: rendering it alone gives the same pixels
+    rng = np.random.default_rng([3, 4])
+    scene = Scene(*(str(rng.choice(v)) for v in _vocab()))
+    assert scene == a.scenes[4]
+    np.testing.assert_array_equal(render(scene, rng), a.images[4])
+
+
+def _vocab():
+    from hrv.toy.world import VOCABULARY
+
+    return [VOCABULARY[a] for a in ATTRIBUTES]
+
+
+def test_classifier_on_planted_pixels():
+    # a plain reference drawn here, not by the world module: a 10x10 yellow square on night
+    img = np.tile(np.array(BACKGROUND_RGB["night"], np.float32), (IMAGE_SIZE, IMAGE_SIZE, 1))
+    img[5:17, 3:15] = (0.95, 0.9, 0.1)  # 12 px: large
+    assert classify(img) == {
+        "background": "night",
+        "count": "one",
+        "size": "large",
+        "color": "yellow",
+        "shape": "square",
+    }
+    img[20:27, 20:27] = (0.95, 0.9, 0.1)
+    assert classify(img)["count"] == "two"
+    # a plain-coded anti-aliased disc of diameter 7 on sand (8x8 samples per pixel): small green circle
+    img = np.tile(np.array(BACKGROUND_RGB["sand"], np.float32), (IMAGE_SIZE, IMAGE_SIZE, 1))
+    y, x = (np.mgrid[: IMAGE_SIZE * 8, : IMAGE_SIZE * 8] + 0.5) / 8
+    disc = (
+        ((y - 15.3) ** 2 + (x - 10.6) ** 2 <= 3.5**2).reshape(IMAGE_SIZE, 8, IMAGE_SIZE, 8).mean(axis=(1, 3))
+    )
+    img = img * (1 - disc[..., None]) + np.array((0.1, 0.8, 0.15), np.float32) * disc[..., None]
+    assert classify(img) == {
+        "background": "sand",
+        "count": "one",
+        "size": "small",
+        "color": "green",
+        "shape": "circle",
+    }
+    # an empty image has no object: nothing but the background is readable
+    empty = classify(np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 0.5, np.float32))
+    assert empty["count"] is None and empty["shape"] is None
+
+
+def test_components_against_plain_flood_fill():
+    rng = np.random.default_rng(0)
+    mask = rng.random((12, 12)) > 0.6
+    comps = components(mask)
+    assert np.array_equal(np.logical_or.reduce(comps), mask)
+    assert sum(int(c.sum()) for c in comps) == int(mask.sum())  # disjoint cover
+    for c in comps:  # every component is 4-connected and maximal
+        ys, xs = np.nonzero(c)
+        for y, x in zip(ys, xs, strict=True):
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < 12 and 0 <= nx < 12 and mask[ny, nx]:
+                    assert c[ny, nx]
+
+
+def _short_cfg(seed: int):
+    from hrv.toy.train import ToyTrainConfig
+
+    return ToyTrainConfig(
+        seed=seed,
+        n_images=32,
+        vae_steps=2,
+        vae_batch=4,
+        unet_steps=2,
+        unet_batch=4,
+        warmup=1,
+        unet_channels=(16, 16, 16, 16),
+        vae_channels=(8, 8, 8),
+        text_hidden=16,
+        text_layers=1,
+    )
+
+
+def _weights(pipe) -> dict[str, torch.Tensor]:
+    return {
+        f"{m}.{k}": v.clone()
+        for m in ("unet", "vae", "text_encoder")
+        for k, v in getattr(pipe, m).state_dict().items()
+    }
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    from hrv.toy.train import train_pipeline
+
+    a, stats_a = train_pipeline(_short_cfg(0), progress=False, tokenizer_dir=tmp_path / "tok")
+    b, stats_b = train_pipeline(_short_cfg(0), progress=False, tokenizer_dir=tmp_path / "tok")
+    c, _ = train_pipeline(_short_cfg(1), progress=False, tokenizer_dir=tmp_path / "tok")
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert stats_a["unet_final_loss"] == stats_b["unet_final_loss"]
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)  # the seed matters
+    # training changed the weights it trains (the UNet and text encoder actually learn)
+    from hrv.toy.train import build_components
+
+    _, te0, unet0, vae0, _ = build_components(_short_cfg(0), tmp_path / "tok")
+    assert not torch.equal(unet0.conv_in.weight, a.unet.conv_in.weight)
+    assert not torch.equal(vae0.encoder.conv_in.weight, a.vae.encoder.conv_in.weight)
+    # the SD v1 head topology: 16 CA layers x 8 heads
+    from hrv.heads import HeadRegistry
+
+    assert HeadRegistry.from_unet(a.unet).n_heads == 128
+
+
+def test_bad_recipe_is_rejected():
+    from hrv.toy.train import ToyTrainConfig
+
+    with pytest.raises(HRVInputError, match="unet_batch"):
+        ToyTrainConfig(unet_batch=0)
+
+
+@pytest.fixture(scope="module")
+def toy_pipe(root):
+    from hrv.models import load_pipeline
+
+    folder = root / "resources/toy/model"
+    if not (folder / "model_index.json").is_file():
+        pytest.fail(f"the shipped toy model is missing from {folder}")
+    return load_pipeline(folder, device="cpu", dtype="float32")
+
+
+def test_shipped_weights_reproduce_recorded_accuracy(root, toy_pipe):
+    from hrv.heads import HeadRegistry
+    from hrv.toy.train import recorded_check
+
+    stats = json.loads((root / "resources/toy/model/training.json").read_text())
+    recorded = stats["check"]["accuracy"]
+    assert HeadRegistry.from_unet(toy_pipe.unet).n_heads == 128
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        measured = recorded_check(toy_pipe)
+    finally:
+        torch.set_num_threads(threads)
+    n = stats["check"]["images"]
+    for attr, value in recorded.items():
+        # one image's worth of slack for BLAS differences between machines
+        assert abs(measured[attr] - value) <= 1.0 / n + 1e-9, (attr, measured, recorded)
+    # and the shipped model is far above chance on colour and shape
+    assert recorded["color"] >= 0.5 and recorded["shape"] >= 0.5, recorded

@@ -62,3 +62,53 @@ def snakemake(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+_RULES_PROBE = r"""
+import json
+from pathlib import Path
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path("Snakefile"), workdir=Path("."))
+    w = wf._workflow
+    rules = []
+    for r in w.rules:
+        gpu = r.resources.get("gpu")
+        gpu = getattr(gpu, "value", gpu)
+        rules.append(
+            {
+                "name": r.name,
+                "conda": r.conda_env if isinstance(r.conda_env, str) else None,
+                "basedir": str(r.basedir.get_path_or_uri(secret_free=True)),
+                "local": r.name in w._localrules,
+                "norun": bool(r.norun),
+                "gpu": gpu if isinstance(gpu, (int, float)) else None,
+                "params": sorted(getattr(r.params, "_names", {})),
+            }
+        )
+    print("@@RULES@@" + json.dumps(rules))
+"""
+
+
+def workflow_rules(workdir: Path = ROOT) -> list[dict[str, Any]]:
+    """Every rule of the workflow as Snakemake parsed it: conda env, localrule, gpu, param names."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _RULES_PROBE],
+        cwd=workdir,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@RULES@@")]
+    if proc.returncode != 0 or not marker:
+        raise AssertionError(
+            f"could not parse the workflow in {workdir}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    import json
+
+    return json.loads(marker[-1][len("@@RULES@@") :])

@@ -26,6 +26,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/hrv.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/polysemy.smk"
 include: "workflow/rules/weakening.smk"
 include: "workflow/rules/toy.smk"
 
@@ -36,6 +37,9 @@ rule all:
         rules.hrv_merge.output,
         rules.hrv_heatmap.output,
         rules.provenance.output,
+        rules.polysemy_score.output,
+        rules.polysemy_human_sheet.output,
+        expand(rules.polysemy_images.output.grid, case=POLY_CASES),
         rules.weakening_overview.output,
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),

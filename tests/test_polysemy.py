@@ -110,7 +110,7 @@ def test_clip_proxy_counts_images_closer_to_the_wrong_sense(planted_manifest):
     class FakeClip:
         """Similarities planted per image colour: wrong wins for even blue values."""
 
-        def similarity_matrix(self, images, texts):
+        def similarity_matrix(self, images, texts, batch_size=32):
             assert texts[0].startswith("intended") and texts[1].startswith("wrong")
             blue = np.array([np.asarray(im)[0, 0, 2] for im in images], float)
             return np.stack([np.full(len(blue), 0.5), np.where(blue % 2 == 0, 0.6, 0.4)], axis=1)
@@ -302,3 +302,15 @@ def test_generate_command(tiny_model_dir, tmp_path, root, capsys):
         tmp_path / "out/baseline/seed_0003.png"
     ).is_file()
     assert (tmp_path / "out/grid.png").is_file()
+
+
+def test_hrv_source_of_a_polysemy_run(tmp_path):
+    from hrv.polysemy import hrv_source
+
+    own = "results/demo/hrv/hrv.npz"
+    assert hrv_source(None, own, "results/demo/polysemy") == own
+    assert hrv_source("sd14", own, "results/demo/polysemy") == "results/demo/polysemy/hrv_official_sd14.npz"
+    (tmp_path / "mine.npz").write_bytes(b"")
+    assert hrv_source(str(tmp_path / "mine.npz"), own, "x") == str(tmp_path / "mine.npz")
+    with pytest.raises(HRVInputError, match="neither null"):
+        hrv_source("sd15", own, "x")

@@ -160,17 +160,18 @@ def save_grid(
         raise HRVInputError("nothing to put in a grid")
     w, h = rows[names[0]][0].size
     n_cols = len(rows[names[0]])
-    size = max(10, h // 12)
+    size = max(10, min(h, w) // 8)
     font = _font(size)
-    left = max(len(n) for n in names) * size * 0.62 + 2 * size
-    left = int(max(left, 4 * size))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = int(max(measure.textlength(n, font=font) for n in names) + size)
     top = 2 * size + (2 * size if title else 0)
-    grid = Image.new("RGB", (left + n_cols * w, top + len(names) * h), "white")
+    width = max(left + n_cols * w, int(measure.textlength(title, font=font)) + size if title else 0)
+    grid = Image.new("RGB", (width, top + len(names) * h), "white")
     draw = ImageDraw.Draw(grid)
     if title:
-        draw.text((size // 2, size // 3), title, fill="black", font=font)
+        draw.text((size // 2, size // 2), title, fill="black", font=font)
     for c, label in enumerate(column_labels):
-        draw.text((left + c * w + size // 2, top - 1.5 * size), str(label), fill="black", font=font)
+        draw.text((left + c * w + size // 4, top - 1.5 * size), str(label), fill="black", font=font)
     for r, name in enumerate(names):
         draw.text((size // 2, top + r * h + h // 2 - size // 2), name, fill="black", font=font)
         for c, image in enumerate(rows[name]):

@@ -20,7 +20,9 @@ import csv
 import html
 import json
 import math
+import re
 import shutil
+import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +86,11 @@ def read_cases(path: str | Path, which: Sequence[str] | None = None) -> list[Pol
             fields = {c: row[c] for c in CASE_COLUMNS if c != "clamp"}
             cases.append(PolysemyCase(**fields, clamp=clamp, source=row.get("source", "")))
     ids = [c.case for c in cases]
+    odd = [i for i in ids if not re.fullmatch(r"[A-Za-z0-9_.-]+", i)]
+    if odd:
+        raise HRVInputError(
+            f"cases file {path}: case id(s) {odd} may hold only letters, digits, '_', '.', '-'"
+        )
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise HRVInputError(f"cases file {path}: case id(s) {', '.join(dup)} repeat; ids must be unique")
@@ -196,7 +203,9 @@ def read_manifests(paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def clip_scores(manifest: pd.DataFrame, cases: Sequence[PolysemyCase], clip) -> pd.DataFrame:
+def clip_scores(
+    manifest: pd.DataFrame, cases: Sequence[PolysemyCase], clip, batch_size: int = 32
+) -> pd.DataFrame:
     """Per image: CLIP similarity to the intended and to the wrong sense, and the proxy verdict."""
     from PIL import Image
 
@@ -206,8 +215,11 @@ def clip_scores(manifest: pd.DataFrame, cases: Sequence[PolysemyCase], clip) -> 
         if case_id not in by_id:
             raise HRVInputError(f"images of case {case_id!r} but the cases file has no such case")
         case = by_id[case_id]
-        images = [Image.open(p).convert("RGB") for p in group["path"]]
-        sims = clip.similarity_matrix(images, [case.intended, case.wrong])
+        images = []
+        for p in group["path"]:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        sims = clip.similarity_matrix(images, [case.intended, case.wrong], batch_size=batch_size)
         g = group.copy()
         g["sim_intended"], g["sim_wrong"] = sims[:, 0], sims[:, 1]
         g["misinterpreted"] = sims[:, 1] > sims[:, 0]
@@ -278,17 +290,17 @@ def plot_rates(rates: pd.DataFrame, out: str | Path, title: str, dpi: int = 150)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cases) + 2), 3.6))
     for i, m in enumerate(methods):
         sub = rates[rates["method"] == m].set_index("case").reindex(cases)
-        ax.bar(
-            x + (i - (len(methods) - 1) / 2) * width,
-            100 * sub["rate"].to_numpy(float),
-            width,
-            label=METHOD_LABELS.get(m, m),
+        values = 100 * sub["rate"].to_numpy(float)
+        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=METHOD_LABELS.get(m, m))
+        # printed values keep a 0% bar visible
+        ax.bar_label(
+            bars, labels=[f"{v:.0f}" if np.isfinite(v) else "" for v in values], fontsize=7, padding=1
         )
     ax.set_xticks(x, cases, rotation=30, ha="right")
     ax.set_ylabel("misinterpreted images (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title(textwrap.fill(title, 70), fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
@@ -529,3 +541,81 @@ def human_rates(
                 }
             )
     return pd.DataFrame(rows)
+
+
+# --- workflow steps (called by workflow/scripts/polysemy_*.py) --------------------------------------
+
+
+OFFICIAL_HRVS = ("sd14", "sdxl")
+
+
+def hrv_source(source: str | None, own: str, folder: str) -> str:
+    """The HRV file a polysemy run steers with: ``None`` = the run's own (``own``), ``sd14``/``sdxl``
+    = the released HRVs imported into ``folder/hrv_official_<name>.npz``, else a file path."""
+    if source is None:
+        return str(own)
+    if source in OFFICIAL_HRVS:
+        return f"{folder}/hrv_official_{source}.npz"
+    if not Path(source).is_file():
+        raise HRVInputError(
+            f"polysemy.hrv {source!r} is neither null (this run's HRVs), {' nor '.join(OFFICIAL_HRVS)}"
+            " (the released HRVs) nor an existing HRV file"
+        )
+    return source
+
+
+def render_case_files(
+    model: str,
+    hrv_path: str | Path,
+    cases_csv: str | Path,
+    case_id: str,
+    seeds: Sequence[int],
+    images_dir: str | Path,
+    manifest: str | Path,
+    grid: str | Path,
+    *,
+    sampling: dict,
+    methods: Sequence[str] = METHODS,
+    batch_size: int = 1,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> pd.DataFrame:
+    """Load the model and the HRVs, then ``run_case`` for one case of the cases file."""
+    from hrv.hrvfile import load_hrv
+    from hrv.models import load_pipeline
+
+    (case,) = read_cases(cases_csv, [case_id])
+    hrv = load_hrv(hrv_path)
+    pipe = load_pipeline(model, device=device, dtype=dtype)
+    return run_case(
+        pipe, hrv, case, list(seeds), images_dir, manifest, grid,
+        methods=methods, sampling=sampling, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def score_files(
+    manifests: Sequence[str | Path],
+    cases_csv: str | Path,
+    scores_out: str | Path,
+    rates_out: str | Path,
+    table_out: str | Path,
+    bars_out: str | Path,
+    *,
+    clip: dict,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """CLIP proxy over all cases: per-image scores, rates per (case, method), HTML table, bar plot."""
+    from hrv.clip import load_clip
+
+    manifest = read_manifests(manifests)
+    scorer = load_clip(clip.get("model", "tiny"), clip.get("pretrained"), device=device)
+    scores = clip_scores(manifest, read_cases(cases_csv), scorer, batch_size=int(clip.get("batch_size", 32)))
+    with atomic_path(scores_out) as tmp:
+        scores.to_csv(tmp, index=False, float_format="%.6g")
+    rates = misinterpretation_rates(scores)
+    with atomic_path(rates_out) as tmp:
+        rates.to_csv(tmp, index=False, float_format="%.6g")
+    title = f"CLIP proxy ({scorer.name}): images closer to the wrong sense than to the intended sense"
+    rates_html(rates, table_out, title)
+    plot_rates(rates, bars_out, title)
+    return rates

@@ -87,6 +87,7 @@ with SnakemakeApi(OutputSettings()) as api:
                 "norun": bool(r.norun),
                 "gpu": gpu if isinstance(gpu, (int, float)) else None,
                 "params": sorted(getattr(r.params, "_names", {})),
+                "resources": sorted(r.resources.keys()),
             }
         )
     print("@@RULES@@" + json.dumps(rules))

@@ -35,6 +35,13 @@ wildcard_constraints:
     experiment=r"[A-Za-z0-9_.-]+",
 
 
+# Cheap figure/table rules run on the submitting node under a cluster executor (profiles/slurm).
+localrules:
+    weakening_curves,
+    weakening_grid,
+    weakening_overview,
+
+
 rule weaken:
     input:
         unpack(model_input),

@@ -37,7 +37,7 @@ rule all:
         rules.hrv_merge.output,
         rules.hrv_heatmap.output,
         rules.provenance.output,
-        rules.polysemy_score.output,
+        rules.polysemy_rates.output,
         rules.polysemy_human_sheet.output,
         expand(rules.polysemy_images.output.grid, case=POLY_CASES),
         rules.weakening_overview.output,

@@ -597,14 +597,11 @@ def score_files(
     manifests: Sequence[str | Path],
     cases_csv: str | Path,
     scores_out: str | Path,
-    rates_out: str | Path,
-    table_out: str | Path,
-    bars_out: str | Path,
     *,
     clip: dict,
     device: str = "auto",
 ) -> pd.DataFrame:
-    """CLIP proxy over all cases: per-image scores, rates per (case, method), HTML table, bar plot."""
+    """CLIP proxy over all cases: per-image similarities and verdicts, as CSV."""
     from hrv.clip import load_clip
 
     manifest = read_manifests(manifests)
@@ -612,10 +609,20 @@ def score_files(
     scores = clip_scores(manifest, read_cases(cases_csv), scorer, batch_size=int(clip.get("batch_size", 32)))
     with atomic_path(scores_out) as tmp:
         scores.to_csv(tmp, index=False, float_format="%.6g")
+    return scores
+
+
+def rate_files(
+    scores_csv: str | Path, rates_out: str | Path, table_out: str | Path, bars_out: str | Path, clip_name: str
+) -> pd.DataFrame:
+    """Rates per (case, method) from the per-image scores: CSV, HTML table and bar plot."""
+    scores = pd.read_csv(scores_csv)
+    if "misinterpreted" not in scores.columns:
+        raise HRVInputError(f"{scores_csv} has no 'misinterpreted' column; re-run the polysemy scoring")
     rates = misinterpretation_rates(scores)
     with atomic_path(rates_out) as tmp:
         rates.to_csv(tmp, index=False, float_format="%.6g")
-    title = f"CLIP proxy ({scorer.name}): images closer to the wrong sense than to the intended sense"
+    title = f"CLIP proxy ({clip_name}): images closer to the wrong sense than to the intended sense"
     rates_html(rates, table_out, title)
     plot_rates(rates, bars_out, title)
     return rates

@@ -13,6 +13,7 @@ POLY_HRV = hrv_source(POLY["hrv"], rules.hrv_merge.output.npz, f"{OUT}/polysemy"
 
 localrules:
     polysemy_import_hrv,
+    polysemy_rates,
     polysemy_human_sheet,
 
 
@@ -76,6 +77,24 @@ rule polysemy_score:
         cases=POLY["cases"],
     output:
         scores=f"{OUT}/polysemy/clip_scores.csv",
+    params:
+        clip=config["clip"],
+        device=config["device"],
+        version=VERSION,
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/polysemy_score.log",
+    conda:
+        "../../envs/clip.yaml"
+    script:
+        "../scripts/polysemy_score.py"
+
+
+rule polysemy_rates:
+    input:
+        scores=rules.polysemy_score.output.scores,
+    output:
         rates=f"{OUT}/polysemy/clip_rates.csv",
         table=report(
             f"{OUT}/polysemy/clip_rates.html",
@@ -92,17 +111,14 @@ rule polysemy_score:
             labels={"figure": "bar plot"},
         ),
     params:
-        clip=config["clip"],
-        device=config["device"],
+        clip_name=config["clip"]["model"],
         version=VERSION,
-    resources:
-        gpu=1,
     log:
-        f"{OUT}/logs/polysemy_score.log",
+        f"{OUT}/logs/polysemy_rates.log",
     conda:
-        "../../envs/diffusion.yaml"
+        "../../envs/plot.yaml"
     script:
-        "../scripts/polysemy_score.py"
+        "../scripts/polysemy_rates.py"
 
 
 rule polysemy_human_sheet:

@@ -258,3 +258,18 @@ def test_steer_writes_steered_baseline_and_grid(tiny_pipe, planted, tmp_path):
         assert (out / name).is_file(), name
     grid = Image.open(out / "grid.png")
     assert grid.width >= 2 * SIZE and grid.height >= 2 * SIZE
+
+
+def test_a_seed_gives_the_same_images_in_any_batch(tiny_pipe, planted, registry):
+    """Chunks of unequal size (2 + 1 seeds) and a seed alone: identical images per (seed, variant)."""
+    from hrv.generate import render
+
+    prompt = "A vase in lavender color"
+    factors = build_intervention(planted, registry.names(), Steering("Color", "Plants"), [4]).factors
+    variants = {"sd": None, "adjusting": factors}
+    kw = {"steps": 1, "height": SIZE, "width": SIZE, "progress": False}
+    batched = render(tiny_pipe, prompt, [1, 2, 3], variants, batch_size=2, **kw)
+    alone = render(tiny_pipe, prompt, [3], variants, batch_size=1, **kw)
+    for name in variants:
+        assert np.array_equal(np.asarray(batched[name][2]), np.asarray(alone[name][0])), name
+    assert not np.array_equal(np.asarray(batched["sd"][2]), np.asarray(batched["adjusting"][2]))

@@ -18,7 +18,7 @@ from hrv.models import initial_latents
 from hrv.toy.classifiers import accuracy
 from hrv.toy.world import IMAGE_SIZE, Scene
 
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 5.0
 
 
@@ -34,12 +34,18 @@ def generate(
     batch_size: int = 16,
     first_index: int = 0,
     same_latent: bool = False,
+    latent_indices: Sequence[int] | None = None,
 ) -> np.ndarray:
     """(N, 32, 32, 3) float images in [0, 1]; ``factors`` (N or 1, H, 77) is a CA intervention.
 
     Image i starts from latent index ``first_index + i`` (``first_index`` for every image when
-    ``same_latent``: one prompt under several interventions).
+    ``same_latent``: one prompt under several interventions); ``latent_indices`` gives each
+    image's latent index explicitly instead.
     """
+    if latent_indices is None:
+        latent_indices = [first_index + (0 if same_latent else i) for i in range(len(captions))]
+    if len(latent_indices) != len(captions):
+        raise ValueError(f"{len(captions)} captions but {len(latent_indices)} latent indices")
     size = IMAGE_SIZE
     out = []
     registry = HeadRegistry.from_unet(pipe.unet)

@@ -18,6 +18,7 @@ from hrv.errors import HRVInputError
 COMMAND_MODULES = [
     "hrv.commands.core",
     "hrv.commands.steering",
+    "hrv.commands.weakening",
 ]
 
 

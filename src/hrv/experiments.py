@@ -58,7 +58,7 @@ class Experiment:
             "name": self.name,
             "concept": self.concept,
             "template": self.template,
-            "items": {s: list(v) for s, v in self.items.items()},
+            **{f"items_{s}": list(v) for s, v in self.items.items()},
             "scored": self.scored,
         }
 

@@ -32,9 +32,8 @@ def copy_workflow(dest: Path) -> Path:
     shutil.copy2(ROOT / "Snakefile", dest / "Snakefile")
     for folder in ("workflow", "config", "envs", "profiles"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for folder in ("resources/concepts", "resources/prompts", "resources/benchmarks", "resources/reference"):
-        if (ROOT / folder).is_dir():
-            shutil.copytree(ROOT / folder, dest / folder)
+    # every resource except built models (the copy builds its own)
+    shutil.copytree(ROOT / "resources", dest / "resources", ignore=shutil.ignore_patterns("models"))
     return dest
 
 

@@ -10,7 +10,9 @@ from hrv.archs import meta_unet
 from hrv.heads import HeadRegistry, format_head, parse_head, to_short_names
 
 
-@pytest.mark.parametrize(("arch", "layers", "heads"), [("sd14", 16, 128), ("sd21", 16, 195), ("sdxl", 70, 1300)])
+@pytest.mark.parametrize(
+    ("arch", "layers", "heads"), [("sd14", 16, 128), ("sd21", 16, 195), ("sdxl", 70, 1300)]
+)
 def test_full_size_head_counts(arch, layers, heads):
     registry = HeadRegistry.from_unet(meta_unet(arch))
     assert (len(registry.layers), registry.n_heads) == (layers, heads)

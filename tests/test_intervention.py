@@ -135,3 +135,22 @@ def test_per_element_factors_stay_with_their_element(tiny_pipe, registry):
     ((_, _, plain),) = _run_capturing(tiny_pipe, Controller(registry), layer)
     assert torch.equal(out[B], plain[B])  # conditional element 0
     assert not torch.allclose(out[B + 1], plain[B + 1], atol=1e-4)
+
+
+def test_swapping_factors_on_one_controller_uses_the_new_factors(tiny_pipe, registry):
+    """A controller reused with new factor tensors (freed ones' ids may be reused) applies the new ones."""
+    layer = registry.layers[0]
+    ctl = Controller(registry)
+    results = []
+    for value in (1.0, -2.0, 1.0, 0.5):
+        factors = torch.ones((1, registry.n_heads, 77))
+        factors[0, layer.head_slice, 1:5] = value
+        ctl.intervention = Intervention(factors)
+        del factors
+        ctl.step = 0
+        ((_, _, out),) = _run_capturing(tiny_pipe, ctl, layer)
+        fresh = Controller(registry, intervention=Intervention(ctl.intervention.factors.clone()))
+        ((_, _, expected),) = _run_capturing(tiny_pipe, fresh, layer)
+        assert torch.equal(out, expected)
+        results.append(out)
+    assert torch.equal(results[0], results[2]) and not torch.equal(results[0], results[1])

@@ -1,0 +1,208 @@
+"""The accumulation against a plain reference (explicit loops, spec section 1), a planted head,
+invariance to sharding and batching, and generation left untouched."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hrv.accumulate import WordBank, accumulate, word_choices
+from hrv.attention import Controller, installed
+from hrv.concepts import ConceptSet
+from hrv.determinism import make_batch_invariant
+from hrv.heads import HeadRegistry
+from hrv.models import initial_latents
+
+SAMPLING = dict(steps=3, guidance_scale=7.5, height=128, width=128)
+PROMPTS = ["a photo of a tench.", "a red car parked by the sea", "an old castle at night, oil painting"]
+
+
+def reference_counts(pipe, concepts: ConceptSet, prompts, seed, keep_sot=True):
+    """Spec section 1 written out with loops in float64; also returns each vote's top-2 margin."""
+    make_batch_invariant(pipe)  # same sampling trajectories as the accumulation
+    registry = HeadRegistry.from_unet(pipe.unet)
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+
+    def encode_alone(word):
+        ids = tok(word, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            hidden = enc(ids.to(pipe.device))[0][0].double()
+        n = len(tok(word, add_special_tokens=False).input_ids)
+        return hidden[0], hidden[1 : 1 + n]
+
+    sot = encode_alone(concepts.words[0][0])[0]
+    word_tokens = [[encode_alone(w)[1] for w in ws] for ws in concepts.words]
+    n_words = np.array([len(ws) for ws in concepts.words])
+
+    records: dict[tuple[int, int], torch.Tensor] = {}
+    step = [0]
+    hooks = [pipe.unet.register_forward_hook(lambda *a: step.__setitem__(0, step[0] + 1))]
+    for layer in registry.layers:
+        module = pipe.unet.get_submodule(layer.module_name)
+        hooks.append(
+            module.register_forward_pre_hook(
+                lambda m, args, pos=layer.position: records.__setitem__(
+                    (step[0], pos), args[0][-1].detach().double()
+                )
+            )
+        )
+    n_evals = SAMPLING["steps"] + 1  # PNDM with skip_prk_steps repeats its first timestep
+    counts = np.zeros((n_evals, len(concepts), registry.n_heads), dtype=np.int64)
+    margins = []
+    try:
+        torch.set_grad_enabled(False)
+        for i, prompt in enumerate(prompts):
+            records.clear()
+            step[0] = 0
+            with torch.no_grad():
+                pipe(
+                    prompt,
+                    latents=initial_latents(pipe, [i], seed, 128, 128),
+                    output_type="latent",
+                    **{k: SAMPLING[k] for k in ("guidance_scale", "height", "width")},
+                    num_inference_steps=SAMPLING["steps"],
+                )
+            assert step[0] == n_evals
+            for (t, pos), x in records.items():
+                layer = registry.layers[pos]
+                attn = pipe.unet.get_submodule(layer.module_name)
+                q = x @ attn.to_q.weight.double().T  # (HW, inner)
+                choice = np.random.default_rng([seed, i, t, pos]).integers(0, n_words)
+                seq = [sot[None]] if keep_sot else []
+                owner = [-1] if keep_sot else []
+                for c in range(len(concepts)):
+                    toks = word_tokens[c][choice[c]]
+                    seq.append(toks)
+                    owner += [c] * len(toks)
+                k = torch.cat(seq) @ attn.to_k.weight.double().T
+                owner = np.array(owner)
+                d = q.shape[1] // layer.heads
+                for h in range(layer.heads):
+                    qh, kh = q[:, h * d : (h + 1) * d], k[:, h * d : (h + 1) * d]
+                    p = torch.softmax(qh @ kh.T / math.sqrt(d), dim=-1).mean(dim=0).numpy()
+                    scores = np.array([p[owner == c].mean() for c in range(len(concepts))])
+                    top = np.sort(scores)[-2:]
+                    margins.append((t, int(np.argmax(scores)), layer.offset + h, top[1] - top[0]))
+                    counts[t, int(np.argmax(scores)), layer.offset + h] += 1
+    finally:
+        torch.set_grad_enabled(True)
+        for hook in hooks:
+            hook.remove()
+    return counts, margins
+
+
+@pytest.mark.parametrize("keep_sot", [True, False])
+def test_matches_plain_reference(tiny_pipe, concepts, keep_sot):
+    got = accumulate(
+        tiny_pipe,
+        concepts,
+        PROMPTS,
+        range(3),
+        seed=5,
+        batch_size=2,
+        keep_sot=keep_sot,
+        progress=False,
+        **SAMPLING,
+    )
+    want, margins = reference_counts(tiny_pipe, concepts, PROMPTS, seed=5, keep_sot=keep_sot)
+    assert got.shape == want.shape == (4, 34, 128)
+    assert got.sum() == 3 * 4 * 128  # one vote per (prompt, evaluation, head)
+    # votes are argmaxes: float32 vs float64 may only disagree where the reference's top two tie
+    mismatched = np.argwhere(got != want)
+    decisive = {(t, c, h) for t, c, h, m in margins if m > 1e-5}
+    assert not any(tuple(idx) in decisive and got[tuple(idx)] != want[tuple(idx)] for idx in mismatched)
+    assert len(mismatched) <= 4
+
+
+def test_sot_changes_votes(tiny_pipe, concepts):
+    kw = dict(seed=1, batch_size=3, progress=False, **SAMPLING)
+    with_sot = accumulate(tiny_pipe, concepts, PROMPTS, range(3), keep_sot=True, **kw)
+    without = accumulate(tiny_pipe, concepts, PROMPTS, range(3), keep_sot=False, **kw)
+    assert with_sot.sum() == without.sum() and not np.array_equal(with_sot, without)
+
+
+def test_shard_and_batch_invariance(tiny_pipe, concepts):
+    prompts = PROMPTS + ["a bowl of lemons", "two dogs playing in snow"]
+    kw = dict(seed=3, progress=False, **SAMPLING)
+    one = accumulate(tiny_pipe, concepts, prompts, range(5), batch_size=1, **kw)
+    batched = accumulate(tiny_pipe, concepts, prompts, range(5), batch_size=4, **kw)
+    sharded = accumulate(tiny_pipe, concepts, prompts, range(0, 2), batch_size=2, **kw) + accumulate(
+        tiny_pipe, concepts, prompts, range(2, 5), batch_size=3, **kw
+    )
+    assert np.array_equal(one, batched) and np.array_equal(one, sharded)
+    again = accumulate(tiny_pipe, concepts, prompts, range(5), batch_size=4, **kw)
+    assert np.array_equal(batched, again)
+
+
+def test_word_choices_are_a_function_of_their_arguments():
+    n_words = np.array([10, 3, 1])
+    a = word_choices(7, 12, 5, 4, n_words)
+    assert a.shape == (5, 4, 3) and (a < n_words).all() and (a[..., 2] == 0).all()
+    assert np.array_equal(a, word_choices(7, 12, 5, 4, n_words))
+    assert np.array_equal(a[3, 2], np.random.default_rng([7, 12, 3, 2]).integers(0, n_words))
+    assert not np.array_equal(a, word_choices(7, 13, 5, 4, n_words))
+
+
+def test_measuring_never_changes_generation(tiny_pipe, concepts):
+    from hrv.accumulate import VoteMeasure
+
+    make_batch_invariant(tiny_pipe)
+    kw = dict(num_inference_steps=3, height=128, width=128, output_type="latent", guidance_scale=7.5)
+    latents = initial_latents(tiny_pipe, [0, 1], 0, 128, 128)
+    plain = tiny_pipe(PROMPTS[:2], latents=latents, **kw).images
+    registry = HeadRegistry.from_unet(tiny_pipe.unet)
+    measure = VoteMeasure(registry, WordBank.build(tiny_pipe, concepts), 4, tiny_pipe.device)
+    measure.set_batch(0, [0, 1])
+    with installed(tiny_pipe.unet, Controller(registry, measure=measure)):
+        measured = tiny_pipe(PROMPTS[:2], latents=latents, **kw).images
+    assert torch.equal(plain, measured)
+    assert int(measure.counts.sum()) == 2 * 4 * 128
+    # processors are restored
+    assert all(
+        type(m.processor).__name__ != "CrossAttnProcessor"
+        for m in tiny_pipe.unet.modules()
+        if hasattr(m, "processor")
+    )
+
+
+def test_planted_heads_rank_first(tiny_pipe, concepts):
+    """Heads whose query is a constant direction and whose keys score one concept's tokens
+    high must get the top HRVs of that concept."""
+    # a small concept set: fewer word tokens than text dimensions, so a key projection can
+    # separate the target concept's tokens from all others exactly
+    small = ConceptSet(concepts.names[:6], tuple(ws[:3] for ws in concepts.words[:6]))
+    target = small.index("Vehicles")
+    pipe = copy.deepcopy(tiny_pipe)
+    registry = HeadRegistry.from_unet(pipe.unet)
+    bank = WordBank.build(pipe, small)
+    emb = bank.embeddings.double()
+    y = -torch.ones(len(emb), dtype=torch.float64)
+    rows = bank.word_tokens[target][bank.word_tokens[target] >= 0]
+    y[torch.from_numpy(rows)] = 1.0
+    g = torch.linalg.lstsq(emb, y[:, None]).solution[:, 0]  # emb @ g = +1 on target tokens, -1 elsewhere
+    assert torch.allclose(emb @ g, y, atol=1e-4)
+    planted = [(1, 2), (5, 5), (11, 0)]  # (CA-layer position, head)
+    with torch.no_grad():
+        for pos, h in planted:
+            attn = pipe.unet.get_submodule(registry.layers[pos].module_name)
+            d = attn.to_q.out_features // attn.heads
+            q = torch.nn.Linear(attn.to_q.in_features, attn.to_q.out_features, bias=True)
+            q.weight.copy_(attn.to_q.weight)
+            q.bias.zero_()
+            q.weight[h * d : (h + 1) * d] = 0
+            q.bias[h * d] = 6.0 * math.sqrt(d)  # the query is the constant direction e0
+            attn.to_q = q
+            attn.to_k.weight[h * d : (h + 1) * d] = 0
+            attn.to_k.weight[h * d] = g.float()  # key along e0 = +-1 by concept
+    counts = accumulate(pipe, small, PROMPTS, range(3), seed=0, batch_size=3, progress=False, **SAMPLING)
+    from hrv.hrvfile import normalize
+
+    hrv, _ = normalize(counts.sum(0))
+    planted_ids = [registry.layers[pos].offset + h for pos, h in planted]
+    assert (counts.sum(0)[target, planted_ids] == 3 * 4).all()  # every vote of a planted head
+    top = set(np.argsort(-hrv[target], kind="stable")[: len(planted)].tolist())
+    assert top == set(planted_ids)

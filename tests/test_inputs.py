@@ -1,0 +1,89 @@
+"""Bad input gets a clear error naming the input and what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from hrv.concepts import read_concepts
+from hrv.config import resolve, resolve_model, validate
+from hrv.errors import HRVInputError
+from hrv.models import load_pipeline
+from hrv.prompts import read_prompts, shard_ranges
+
+
+def test_concept_csv_errors(tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text("concept,words\nColor,red\n")
+    with pytest.raises(HRVInputError, match=r"c.csv lacks column\(s\) word"):
+        read_concepts(f)
+    f.write_text("concept,word\nColor,red\nShape,\n")
+    with pytest.raises(HRVInputError, match="Shape have no words"):
+        read_concepts(f)
+    f.write_text("concept,word\n,red\n")
+    with pytest.raises(HRVInputError, match="line 2: empty concept name"):
+        read_concepts(f)
+    f.write_text("concept,word\n")
+    with pytest.raises(HRVInputError, match="has no concepts"):
+        read_concepts(f)
+    with pytest.raises(HRVInputError, match="does not exist"):
+        read_concepts(tmp_path / "missing.csv")
+    f.write_text("concept,word\nColor,red\nShape,circle\nColor,blue\n")
+    cs = read_concepts(f)
+    assert cs.names == ("Color", "Shape") and cs.words[0] == ("red", "blue")
+    with pytest.raises(HRVInputError, match="unknown concept 'Size'; known concepts: Color, Shape"):
+        cs.index("Size")
+
+
+def test_prompt_errors_and_shards(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(HRVInputError, match="empty.txt is empty"):
+        read_prompts([empty])
+    with pytest.raises(HRVInputError, match="does not exist"):
+        read_prompts([tmp_path / "nope.txt"])
+    f = tmp_path / "p.txt"
+    f.write_text("a\nb\n\nc\n")
+    assert read_prompts([f, f], max_prompts=4) == ["a", "b", "c", "a"]
+    with pytest.raises(HRVInputError, match="hrv.shards = 5 is larger than the number of prompts \\(3\\)"):
+        shard_ranges(3, shards=5)
+    assert [list(r) for r in shard_ranges(7, shards=3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    # fixed-size shards: appending prompts leaves the earlier shards unchanged
+    assert shard_ranges(7, shard_size=3)[:2] == shard_ranges(9, shard_size=3)[:2]
+    assert [len(r) for r in shard_ranges(7, shard_size=3)] == [3, 3, 1]
+
+
+def test_model_errors(tmp_path):
+    with pytest.raises(HRVInputError, match="model folder .*/nothing-here does not exist"):
+        load_pipeline(str(tmp_path / "nothing-here"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HRVInputError, match="has no model_index.json"):
+        load_pipeline(tmp_path / "empty")
+    with pytest.raises(
+        HRVInputError, match="(?s)could not be loaded.*huggingface-cli download someone/unknown-model"
+    ):
+        load_pipeline("someone/unknown-model")
+    with pytest.raises(
+        HRVInputError, match="unknown model preset 'sd99'; presets: sd14, sd15, sd21, sdxl, tiny"
+    ):
+        resolve_model("sd99")
+
+
+def test_presets_compose_with_hydra():
+    spec = resolve_model("sdxl")
+    assert spec["source"] == "stabilityai/stable-diffusion-xl-base-1.0" and spec["weakening_k"][-1] == 1300
+    assert resolve_model("tiny")["build"] == "tiny"
+    assert resolve_model("org/model")["source"] == "org/model"
+
+
+def test_schema_names_the_bad_key(root):
+    import yaml
+
+    cfg = yaml.safe_load((root / "config/config.yaml").read_text())
+    cfg["hrv"]["shards"] = "three"
+    with pytest.raises(HRVInputError, match="'three' is not of type 'integer'.*shards"):
+        validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")
+    cfg = {"run": "x", "model": "tiny", "sampling": {"steps": 4, "stepz": 3}}
+    with pytest.raises(HRVInputError, match="stepz"):
+        validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")
+    ok = validate(resolve({"run": "x", "model": "tiny"}), root / "workflow/schemas/config.schema.yaml")
+    assert ok["hrv"]["batch_size"] == 1 and ok["sampling"]["steps"] == 10  # defaults filled in

@@ -55,14 +55,16 @@ class Controller:
         iv = self.intervention
         if iv is None or not iv.active(self.step):
             return None
-        key = (id(iv.factors), layer.position)
-        cached = self._identity_cache.get(key)
+        # the cache holds the factors tensor itself: keying by id() alone could match a new tensor
+        # that reuses a freed tensor's id, and apply stale identity masks
+        if self._identity_cache.get("factors") is not iv.factors:
+            self._identity_cache = {"factors": iv.factors}
+        cached = self._identity_cache.get(layer.position)
         if cached is None:
             f = iv.factors[:, layer.head_slice, :]
             identity = (f == 1).all(dim=-1)
             cached = (f, identity, bool(identity.all()))
-            self._identity_cache = {k: v for k, v in self._identity_cache.items() if k[0] == id(iv.factors)}
-            self._identity_cache[key] = cached
+            self._identity_cache[layer.position] = cached
         f, identity, all_identity = cached
         return None if all_identity else (f, identity)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +316,48 @@ def test_hrv_source_of_a_polysemy_run(tmp_path):
     assert hrv_source(str(tmp_path / "mine.npz"), own, "x") == str(tmp_path / "mine.npz")
     with pytest.raises(HRVInputError, match="neither null"):
         hrv_source("sd15", own, "x")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_the_pages_download_is_read_back(planted_manifest, tmp_path):
+    """Run the judging page's script in node (a stub DOM: every A wrong, every B intended but item 2's)."""
+    out = tmp_path / "human"
+    write_human_sheet(
+        planted_manifest, [_case("lavender"), _case("apple")], out / "sheet.csv", out / "key.csv",
+        out / "index.html", out / "images", seed=3,
+    )  # fmt: skip
+    page = (out / "index.html").read_text()
+    script = page[page.index("<script>") + len("<script>") : page.index("</script>")]
+    stub = """
+let written = null;
+const document = {
+  getElementById: id => id === 'rater' ? {value: 'Ann "A" Lee'} : {},
+  querySelector: sel => {
+    const m = sel.match(/name="(\\d+)_([ab])"/);
+    if (m[1] === '2' && m[2] === 'b') return null;
+    return {value: m[2] === 'a' ? 'wrong' : 'intended'};
+  },
+  createElement: () => ({click() {}}),
+};
+class Blob { constructor(parts) { written = parts.join(''); } }
+const URL = {createObjectURL: () => 'blob:'};
+"""
+    (tmp_path / "run.js").write_text(stub + script + "\ndownload();\nprocess.stdout.write(written);\n")
+    csv_text = subprocess.run(
+        ["node", str(tmp_path / "run.js")], check=True, capture_output=True, text=True
+    ).stdout
+    (tmp_path / "answers.csv").write_text(csv_text)
+    with pytest.warns(UserWarning, match="1 image"):
+        rates = human_rates(out / "key.csv", [tmp_path / "answers.csv"])
+    key = pd.read_csv(out / "key.csv").set_index("item")
+    # expected from the key: every A judged wrong, every B intended (item 2's B unanswered)
+    wrong = {m: 0 for m in ("sd", "adjusting")}
+    judged = {m: 0 for m in ("sd", "adjusting")}
+    for item, k in key.iterrows():
+        wrong[k["method_a"]] += 1
+        judged[k["method_a"]] += 1
+        judged[k["method_b"]] += item != 2
+    r = rates[rates["case"] == "all"].set_index("method")
+    for m in ("sd", "adjusting"):
+        assert r.loc[m, "n_judgements"] == judged[m] and r.loc[m, "n_wrong"] == wrong[m]
+    assert set(pd.read_csv(tmp_path / "answers.csv")["rater"]) == {'Ann "A" Lee'}

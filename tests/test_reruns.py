@@ -9,6 +9,8 @@ changes the last shard and adds new ones, and every earlier shard's params stay 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
@@ -131,16 +133,19 @@ def test_a_new_package_version_marks_every_result_stale(done):
 
 
 def test_rerun_incomplete_finishes_only_the_interrupted_shard(done):
+    """A first run killed while shard 001 runs (000 and 002 done, nothing merged yet)."""
     cfg = write_config(done, _overlay(), "case.yaml")
-    shard = f"results/{RUN}/hrv/shards/shard_001.npz"
-    before = {k: v.copy() for k, v in np.load(done / f"results/{RUN}/hrv/hrv.npz").items()}
-    log = done / f"results/{RUN}/logs/hrv_shard_001.log"
+    out = done / f"results/{RUN}"
+    before = {k: v.copy() for k, v in np.load(out / "hrv/hrv.npz").items()}
+    shard = out / "hrv/shards/shard_001.npz"
+    for path in (shard, *(out / "hrv").glob("*.*"), out / "provenance.json"):
+        path.unlink()
+    log = out / "logs/hrv_shard_001.log"
     log.unlink()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [*SNAKEMAKE, "--cores", "1", "--configfile", str(cfg), "--forcerun", shard],
+        [*SNAKEMAKE, *TARGETS, "--cores", "1", "--configfile", str(cfg)],
         cwd=done,
-        env=env,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -155,14 +160,44 @@ def test_rerun_incomplete_finishes_only_the_interrupted_shard(done):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     snakemake(done, "--unlock", "--configfile", str(cfg))  # what a user does after a crash
-    assert list((done / ".snakemake/incomplete").iterdir()), "Snakemake left no incomplete marker"
+    markers = list((done / ".snakemake/incomplete").iterdir())
+    assert markers, "Snakemake left no incomplete marker"
+    assert not shard.exists()  # atomic writes: a killed job leaves no finished-looking file
 
+    # a writer without atomic writes would leave a partial file: Snakemake refuses to trust it ...
+    shard.write_bytes(b"PK\x03\x04 partial")
+    # (profiles/default sets rerun-incomplete, so ask without it)
+    refused = snakemake(
+        done, *TARGETS, "-n", "--workflow-profile", "none", "--configfile", str(cfg), check=False
+    )
+    assert refused.returncode != 0 and "incomplete" in (refused.stdout + refused.stderr).lower()
+    # ... and --rerun-incomplete plans that shard only, then the steps downstream of it
     jobs, outputs = planned(done, _overlay(), "--rerun-incomplete")
     assert shards_of(outputs) == {"001"}
     assert jobs["hrv_shard"] == 1 and "build_tiny_model" not in jobs
+    assert {"hrv_merge", "hrv_heatmap", "provenance"} <= set(jobs)
 
     snakemake(done, *TARGETS, "--cores", "2", "--rerun-incomplete", "--configfile", str(cfg))
-    after = np.load(done / f"results/{RUN}/hrv/hrv.npz")
+    after = np.load(out / "hrv/hrv.npz")
     for key, value in before.items():
         assert np.array_equal(after[key], value), key  # the finished shard gives the same HRVs
     assert planned(done, _overlay())[0] == Counter()
+
+
+def test_provenance_record_is_written_and_in_the_report(done):
+    record = json.loads((done / f"results/{RUN}/provenance.json").read_text())
+    model = done / "resources/models/tiny"
+    expected = {
+        p.relative_to(model).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in model.rglob("*")
+        if p.is_file()
+    }
+    assert record["model"]["files"] == expected
+    assert record["config"]["hrv"]["shard_size"] == 2 and record["run"] == RUN
+    assert record["runtime"]["accumulation"] == {"devices": ["cpu"], "dtypes": ["torch.float32"]}
+    assert record["packages"]["torch"]
+    assert record["git"]["commit"] is None and "not in a git checkout" in record["git"]["note"]  # a /tmp copy
+    cfg = write_config(done, _overlay(), "case.yaml")
+    snakemake(done, *TARGETS, "--report", "report.html", "--configfile", str(cfg))
+    html = (done / "report.html").read_text(errors="replace")
+    assert "provenance.json" in html

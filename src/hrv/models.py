@@ -157,14 +157,23 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or os.sep in source.rstrip(os.sep) and source.count("/") != 1
 
 
+def _from_pretrained(source: str, torch_dtype: torch.dtype, **kwargs: Any):
+    import warnings
+
+    from diffusers import DiffusionPipeline
+
+    with warnings.catch_warnings():
+        # newer diffusers renamed torch_dtype to dtype; torch_dtype works across the supported range
+        warnings.simplefilter("ignore", FutureWarning)
+        return DiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+
+
 def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto", **kwargs: Any):
     """Load a diffusers text-to-image pipeline from a local folder or a hub id.
 
     A missing model gets an error that says how to provide it; nothing is downloaded when
     ``HF_HUB_OFFLINE=1`` (the tests' setting).
     """
-    from diffusers import DiffusionPipeline
-
     source = str(source)
     source = KNOWN_HUB_IDS.get(source, source)
     dev = resolve_device(device)
@@ -180,7 +189,7 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
         if "safety_checker" in index:
             kwargs.setdefault("safety_checker", None)
             kwargs.setdefault("requires_safety_checker", False)
-        pipe = DiffusionPipeline.from_pretrained(str(local), torch_dtype=torch_dtype, **kwargs)
+        pipe = _from_pretrained(str(local), torch_dtype, **kwargs)
     elif _looks_like_path(source) or local.exists():
         raise HRVInputError(
             f"model folder {source} does not exist; build the tiny model with `hrv build-tiny {source}`"
@@ -191,7 +200,7 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
             kwargs.setdefault("safety_checker", None)
             kwargs.setdefault("requires_safety_checker", False)
         try:
-            pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+            pipe = _from_pretrained(source, torch_dtype, **kwargs)
         except (OSError, ValueError) as err:
             raise HRVInputError(
                 f"model {source!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}).\n"

@@ -124,8 +124,6 @@ def render(
             controller.intervention = Intervention(
                 factors.to(device=pipe.device, dtype=torch.float32), start=start, end=end
             )
-            # the per-layer cache is keyed by id(factors): a freed tensor's id can be reused
-            controller._identity_cache = {}
             controller.step = 0
             images = pipe(
                 prompt=[prompt] * len(latents),

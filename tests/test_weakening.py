@@ -21,7 +21,7 @@ from hrv.experiments import load_experiments, parse_experiment, plan_jobs, resol
 from hrv.scoring import area_between, summarize, write_scores
 from hrv.weakening import check_ks, head_order, prompt_word_count, sample_weakened, weakening_factors
 
-SAMPLING = {"steps": 3, "guidance_scale": 7.5, "height": 64, "width": 64}
+SAMPLING = {"steps": 2, "guidance_scale": 7.5, "height": 64, "width": 64}
 
 
 # --- head selection ---------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_batched_sweep_equals_one_run_per_k(tiny_pipe):
         plain = tiny_pipe(
             "a red car",
             latents=initial_latents(tiny_pipe, [0], 10, 64, 64),
-            num_inference_steps=3,
+            num_inference_steps=2,
             guidance_scale=7.5,
             height=64,
             width=64,

@@ -48,6 +48,10 @@ class Controller:
     measure: object | None = None  # a VoteMeasure (hrv.accumulate)
     intervention: Intervention | None = None
     capture: Callable[[CALayer, int, torch.Tensor], None] | None = field(default=None)  # tests/plots
+    # explicit attention one batch element at a time: CPU matmuls pick kernels by batch size (a
+    # 1-pixel mid block gives matrix-vector products), so this keeps an element's result
+    # independent of the batch it is in (with hrv.determinism.make_batch_invariant)
+    batch_invariant: bool = False
     _identity_cache: dict = field(default_factory=dict)
 
     def layer_factors(self, layer: CALayer) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -67,6 +71,13 @@ class Controller:
             self._identity_cache[layer.position] = cached
         f, identity, all_identity = cached
         return None if all_identity else (f, identity)
+
+
+def _batched(per_element: bool, fn: Callable, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``fn(a, b)``, computed one leading-batch element at a time when ``per_element``."""
+    if not per_element or a.shape[0] == 1:
+        return fn(a, b)
+    return torch.cat([fn(a[i : i + 1], b[i : i + 1]) for i in range(a.shape[0])])
 
 
 class CrossAttnProcessor:
@@ -121,11 +132,12 @@ class CrossAttnProcessor:
         factors = ctl.layer_factors(self.layer)
         if factors is not None or ctl.capture is not None:
             q, k, v = query[cond], key[cond], value[cond]
-            probs = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1)  # (B, heads, HW, S)
+            probs = _batched(ctl.batch_invariant, lambda q, k: q @ k.transpose(-1, -2), q, k)
+            probs = torch.softmax(probs * attn.scale, dim=-1)  # (B, heads, HW, S)
             if factors is not None:
                 f, identity = factors
                 probs = probs * f[:, :, None, :].to(probs.dtype)
-                steered = probs @ v
+                steered = _batched(ctl.batch_invariant, torch.matmul, probs, v)
                 keep = identity[:, :, None, None].expand_as(steered)
                 out = out.clone()
                 out[cond] = torch.where(keep, out[cond], steered)

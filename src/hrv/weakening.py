@@ -119,6 +119,7 @@ def sample_weakened(
         n_tokens=pipe.tokenizer.model_max_length,
     ).to(pipe.device)
     ctl = controller or Controller(registry, guidance=guidance > 1.0)
+    ctl.batch_invariant = batch_invariant
     ctl.intervention = Intervention(factors)
     ctl.step = 0
     latent = initial_latents(pipe, [0], seed, height, width)  # seed + 0: one latent per seed

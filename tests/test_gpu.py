@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,18 @@ def test_environment_is_restored_and_cpu_is_a_no_op(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("HRV_GPU_DEVICES", "1, 2")
     assert candidate_devices() == ["1", "2"]
+
+
+def test_slurm_jobs_claim_in_their_own_lock_folder(monkeypatch):
+    """Two SLURM jobs on one node may both see CUDA_VISIBLE_DEVICES=0 (device cgroups)."""
+    from hrv.gpu import default_lock_dir
+
+    monkeypatch.delenv("HRV_GPU_LOCK_DIR", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "101")
+    first = default_lock_dir()
+    monkeypatch.setenv("SLURM_JOB_ID", "102")
+    assert default_lock_dir() != first
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert "slurm" not in default_lock_dir().name
+    monkeypatch.setenv("HRV_GPU_LOCK_DIR", "/x/locks")
+    assert default_lock_dir() == Path("/x/locks")

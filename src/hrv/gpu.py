@@ -35,8 +35,15 @@ TIMEOUT_ENV = "HRV_GPU_CLAIM_TIMEOUT"
 
 
 def default_lock_dir() -> Path:
-    """Per-machine, per-user lock folder (``/tmp`` is node-local on clusters, as it should be)."""
-    return Path(os.environ.get(LOCK_DIR_ENV) or f"/tmp/hrv-gpu-locks-{os.getuid()}")
+    """Per-machine, per-user lock folder; per SLURM job inside one.
+
+    SLURM with device cgroups renumbers each job's GPUs from 0, so jobs sharing a node would all
+    see ``CUDA_VISIBLE_DEVICES=0``: their claims must not meet in one folder.
+    """
+    if os.environ.get(LOCK_DIR_ENV):
+        return Path(os.environ[LOCK_DIR_ENV])
+    job = os.environ.get("SLURM_JOB_ID")
+    return Path(f"/tmp/hrv-gpu-locks-{os.getuid()}" + (f"-slurm{job}" if job else ""))
 
 
 def _split(value: str) -> list[str]:

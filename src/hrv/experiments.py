@@ -264,3 +264,10 @@ def truncated(exp: Experiment, max_items: int | None) -> Experiment:
     return Experiment(
         exp.name, exp.concept, exp.template, {s: v[:max_items] for s, v in exp.items.items()}, exp.scored
     )
+
+
+def job_dirs(
+    jobs: Sequence[WeakeningJob], out: str, experiment: str, seeds: Sequence[int] | None = None
+) -> list[str]:
+    """The sampling-job folders of one experiment (optionally only some seeds), in plan order."""
+    return [j.path(out) for j in jobs if j.experiment == experiment and (seeds is None or j.seed in seeds)]

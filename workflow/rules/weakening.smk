@@ -1,7 +1,7 @@
 # Ordered weakening (spec section 2): MoRHF / LeRHF / random sweeps, CLIP scores, curves, grids.
 # One sampling job per (experiment, order, seed, batch of k values): adding a k value, a seed or an
 # experiment plans only the new jobs (and the scoring and figures that read them).
-from hrv.experiments import load_experiments, plan_jobs, resolve_k, truncated
+from hrv.experiments import job_dirs, load_experiments, plan_jobs, resolve_k, truncated
 from hrv.concepts import read_concepts
 
 WEAK = config["weakening"]
@@ -22,13 +22,11 @@ WEAK_JOBS = plan_jobs(
 WEAK_SAMPLING = {**config["sampling"], **WEAK["sampling"]}
 
 
-def weakening_job_dirs(wildcards, seeds=None):
-    """The sampling-job folders of one experiment (optionally only some seeds)."""
-    return [
-        j.path(OUT)
-        for j in WEAK_JOBS
-        if j.experiment == wildcards.experiment and (seeds is None or j.seed in seeds)
-    ]
+# Cheap rules run on the submitting node under a cluster executor (profiles/slurm).
+localrules:
+    weakening_curves,
+    weakening_grid,
+    weakening_overview,
 
 
 wildcard_constraints:
@@ -73,7 +71,7 @@ rule weaken:
 
 rule weakening_score:
     input:
-        jobs=weakening_job_dirs,
+        jobs=lambda wc: job_dirs(WEAK_JOBS, OUT, wc.experiment),
     output:
         scores=f"{OUT}/weakening/{{experiment}}/clip_scores.csv",
         table=f"{OUT}/weakening/{{experiment}}/clip_table.csv",
@@ -115,7 +113,7 @@ rule weakening_curves:
 
 rule weakening_grid:
     input:
-        jobs=lambda wc: weakening_job_dirs(wc, seeds=WEAK["seeds"][:1]),
+        jobs=lambda wc: job_dirs(WEAK_JOBS, OUT, wc.experiment, seeds=WEAK["seeds"][:1]),
     output:
         png=report(
             f"{OUT}/weakening/{{experiment}}/grid.png",

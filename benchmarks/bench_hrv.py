@@ -1,0 +1,154 @@
+"""Throughput of HRV accumulation, measured in one run on the same model and prompts.
+
+Prints images/s of (1) plain sampling, (2) HRV accumulation, (3) a straightforward
+implementation (benchmarks/naive_hrv.py), and the ratios the targets are about:
+accumulation overhead over plain sampling (target <= 5%) and speed-up over the
+straightforward implementation (target >= 2x on CPU with the tiny model).
+
+    python benchmarks/bench_hrv.py                     # tiny model, CPU
+    python benchmarks/bench_hrv.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+warnings.filterwarnings("ignore")
+
+from naive_hrv import naive_accumulate  # noqa: E402
+
+from hrv.accumulate import accumulate  # noqa: E402
+from hrv.concepts import read_concepts  # noqa: E402
+from hrv.determinism import make_batch_invariant  # noqa: E402
+from hrv.models import initial_latents, load_pipeline, save_tiny_model  # noqa: E402
+from hrv.prompts import read_prompts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def full_size_pipeline(arch: str, device: str, dtype: str):
+    """A tiny pipeline whose UNet is swapped for a full-size one with random weights."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hrv.archs import ARCHS
+    from hrv.models import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    cfg = ARCHS[arch]
+    pipe.unet = UNet2DConditionModel(**cfg)
+    pipe.register_modules(unet=pipe.unet)
+    te = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=cfg["cross_attention_dim"],
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    pipe.text_encoder = CLIPTextModel(te)
+    pipe.register_modules(text_encoder=pipe.text_encoder)
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    pipe = pipe.to(device=device, dtype=torch_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def timed(fn, sync) -> float:
+    sync()
+    t = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="tiny", choices=["tiny", "sd14"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument(
+        "--naive-prompts", type=int, default=None, help="prompts for the slow baseline (default: all)"
+    )
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    if args.arch == "tiny":
+        folder = ROOT / "resources/models/tiny"
+        if not folder.is_dir():
+            save_tiny_model(folder)
+        pipe = load_pipeline(folder, device=args.device, dtype=args.dtype)
+    else:
+        pipe = full_size_pipeline(args.arch, args.device, args.dtype)
+    make_batch_invariant(pipe)
+    sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
+    concepts = read_concepts(ROOT / "resources/concepts/concepts_34x10.csv")
+    prompts = read_prompts([ROOT / "resources/prompts/imagenet_1000.txt"], args.prompts)
+    n = len(prompts)
+    kw = dict(steps=args.steps, guidance_scale=7.5, height=args.size, width=args.size)
+
+    def plain():
+        for s in range(0, n, args.batch_size):
+            idx = list(range(s, min(n, s + args.batch_size)))
+            pipe(
+                [prompts[i] for i in idx],
+                latents=initial_latents(pipe, idx, 0, args.size, args.size),
+                num_inference_steps=args.steps,
+                guidance_scale=7.5,
+                height=args.size,
+                width=args.size,
+                output_type="latent",
+            )
+
+    def hrv():
+        accumulate(
+            pipe, concepts, prompts, range(n), seed=0, batch_size=args.batch_size, progress=False, **kw
+        )
+
+    n_naive = args.naive_prompts or n
+
+    def naive():
+        naive_accumulate(pipe, concepts, prompts[:n_naive], 0, **kw)
+
+    with torch.no_grad():
+        plain(), hrv()  # warm-up
+        # interleave repeats so that machine noise hits all three alike; keep the best of each
+        times = {"plain": [], "hrv": [], "naive": []}
+        for _ in range(args.repeats):
+            times["plain"].append(timed(plain, sync))
+            times["hrv"].append(timed(hrv, sync))
+            times["naive"].append(timed(naive, sync))
+    ips = {k: (n_naive if k == "naive" else n) / min(v) for k, v in times.items()}
+    print(
+        f"device={pipe.device} dtype={pipe.unet.dtype} arch={args.arch} size={args.size} steps={args.steps} "
+        f"prompts={n} batch={args.batch_size} torch={torch.__version__} threads={torch.get_num_threads()}"
+    )
+    for k in ("plain", "hrv", "naive"):
+        print(f"{k:>6}: {ips[k]:8.3f} images/s  (best of {args.repeats}: {min(times[k]):.2f} s)")
+    print(
+        f"HRV accumulation overhead over plain sampling: {100 * (ips['plain'] / ips['hrv'] - 1):+.1f}%  (target <= 5%)"
+    )
+    print(f"HRV accumulation speed-up over straightforward: {ips['hrv'] / ips['naive']:.2f}x  (target >= 2x)")
+    # the fast path and the straightforward one count the same votes
+    fast = accumulate(pipe, concepts, prompts[:2], range(2), seed=0, batch_size=2, progress=False, **kw)
+    slow = naive_accumulate(pipe, concepts, prompts[:2], 0, **kw)
+    print(f"votes agree with the straightforward implementation: {np.mean(fast == slow) * 100:.2f}% of cells")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The `hrv` command line: the steps without Snakemake, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hrv.cli import main
+from hrv.hrvfile import load_hrv
+
+
+def test_accumulate_merge_heatmap(tiny_model_dir, root, tmp_path, capsys):
+    prompts = str(root / "resources/prompts/imagenet_1000.txt")
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        prompts,
+        "--max-prompts",
+        "3",
+        "--shards",
+        "2",
+        "--steps",
+        "2",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
+    for k in (0, 1):
+        assert (
+            main(
+                [
+                    "accumulate",
+                    *common,
+                    "--shard",
+                    str(k),
+                    "--batch-size",
+                    "2",
+                    "--out",
+                    str(tmp_path / f"s{k}.npz"),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(["merge", str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz"), "--out", str(tmp_path / "hrv")])
+        == 0
+    )
+    hrv = load_hrv(tmp_path / "hrv/hrv.npz")
+    assert hrv.counts.sum() == 3 * 3 * 128 and hrv.hrv.shape == (34, 128)
+    assert main(["heatmap", str(tmp_path / "hrv/hrv.npz"), "--out", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    # one shard with the same prompts gives the same counts
+    assert (
+        main(
+            [
+                "accumulate",
+                *common[:-10],
+                "--shards",
+                "1",
+                "--steps",
+                "2",
+                "--height",
+                "64",
+                "--width",
+                "64",
+                "--max-prompts",
+                "3",
+                "--out",
+                str(tmp_path / "all.npz"),
+            ]
+        )
+        == 0
+    )
+    with np.load(tmp_path / "all.npz") as z:
+        assert np.array_equal(z["counts"], hrv.counts)
+
+
+def test_heads_lists_layers(tiny_model_dir, capsys):
+    assert main(["heads", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "16 cross-attention layers, 128 heads" in out and "down.0\t8 heads\tdown_blocks.0.attentions.0" in out
+    )
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["heatmap", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hrv heatmap: error: HRV file") and "Traceback" not in err
+    assert (
+        main(
+            [
+                "accumulate",
+                "--model",
+                str(tmp_path / "nope"),
+                "--prompts",
+                str(tmp_path / "p.txt"),
+                "--out",
+                "x",
+            ]
+        )
+        == 2
+    )
+    assert "prompt file" in capsys.readouterr().err
+
+
+def test_import_official_cli(root, tmp_path):
+    assert (
+        main(
+            [
+                "import-official",
+                "sd14",
+                "--out",
+                str(tmp_path / "o.npz"),
+                "--reference-dir",
+                str(root / "resources/reference"),
+                "--concepts",
+                str(root / "resources/concepts/concepts_34x10.csv"),
+            ]
+        )
+        == 0
+    )
+    assert load_hrv(tmp_path / "o.npz").heads[-1] == "up.8/h7"
+
+
+def test_config_prints_resolved(root, capsys):
+    assert main(["config", str(root / "config/config.yaml"), str(root / "config/paper.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert '"source": "CompVis/stable-diffusion-v1-4"' in out and '"steps": 50' in out
+
+
+def test_unknown_command_exits():
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])

@@ -306,3 +306,29 @@ def read_concepts_names(root):
     from hrv.concepts import read_concepts
 
     return read_concepts(root / "resources/concepts/concepts_34x10.csv").names
+
+
+def test_added_experiments_and_cli_errors(root, concepts, tmp_path, capsys):
+    path = root / "resources/benchmarks/weakening_experiments.yaml"
+    added = {"name": "mugs", "concept": "Color", "template": "a {a} mug", "items_a": "color"}
+    exps = load_experiments(path, [added], select=["mugs"], concepts=concepts.names)
+    assert [p.text for p in exps[0].prompts(max_items=2)] == ["a red mug", "a blue mug"]
+    with pytest.raises(HRVInputError, match="occur twice"):
+        load_experiments(path, [dict(added, name="color")], concepts=concepts.names)
+    with pytest.raises(HRVInputError, match="unknown weakening experiment"):
+        load_experiments(path, select=["colour"], concepts=concepts.names)
+    from hrv.cli import main
+
+    args = [
+        "weaken",
+        "--model",
+        "tiny",
+        "--hrv",
+        str(tmp_path / "h.npz"),
+        "--experiment",
+        "colour",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 2
+    assert "unknown weakening experiment" in capsys.readouterr().err

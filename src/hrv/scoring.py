@@ -2,7 +2,8 @@
 
 The score of an image is the CLIP cosine between it and the weakened concept's item alone
 (``scored_text`` in the sweep's manifests). The standard error is the sample standard deviation
-(ddof 1) over all images of an (order, k) cell, seeds and prompts pooled, divided by sqrt(n).
+(ddof 1) over all images of an (order, k) cell, seeds and prompts pooled, divided by sqrt(n);
+it is written as 0 for a cell of a single image.
 """
 
 from __future__ import annotations

@@ -80,10 +80,44 @@ def test_schema_names_the_bad_key(root):
 
     cfg = yaml.safe_load((root / "config/config.yaml").read_text())
     cfg["hrv"]["shards"] = "three"
-    with pytest.raises(HRVInputError, match="'three' is not of type 'integer'.*shards"):
+    with pytest.raises(HRVInputError, match="config key hrv.shards: 'three' is not of type 'integer'"):
         validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")
     cfg = {"run": "x", "model": "tiny", "sampling": {"steps": 4, "stepz": 3}}
     with pytest.raises(HRVInputError, match="stepz"):
         validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")
     ok = validate(resolve({"run": "x", "model": "tiny"}), root / "workflow/schemas/config.schema.yaml")
     assert ok["hrv"]["batch_size"] == 1 and ok["sampling"]["steps"] == 10  # defaults filled in
+
+
+def test_interrupted_shard_leaves_no_output(tiny_model_dir, root, tmp_path, monkeypatch):
+    import hrv.accumulate
+    from hrv.steps import run_shard
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the job were killed mid-way
+
+    monkeypatch.setattr(hrv.accumulate, "accumulate", interrupted)
+    out = tmp_path / "shards/shard_000.npz"
+    with pytest.raises(KeyboardInterrupt):
+        run_shard(
+            str(tiny_model_dir),
+            root / "resources/concepts/concepts_34x10.csv",
+            [(0, "a cat")],
+            out,
+            seed=0,
+            sampling={"steps": 2, "guidance_scale": 7.5, "height": 64, "width": 64},
+        )
+    assert not out.exists() and not list(out.parent.glob("*.npz"))
+
+
+def test_atomic_path_keeps_nothing_on_error(tmp_path):
+    from hrv.io import atomic_path
+
+    target = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done" and oct(target.stat().st_mode & 0o777) != "0o600"

@@ -67,11 +67,16 @@ def resolve(config: dict[str, Any], config_dir: str | Path = CONFIG_DIR) -> dict
 
 
 def validate(config: dict[str, Any], schema: str | Path) -> dict[str, Any]:
-    """Validate (and fill defaults) like Snakemake, with an error naming the offending key."""
+    """Validate (and fill defaults) like Snakemake, with an error naming each offending key."""
+    import jsonschema
+    import yaml
     from snakemake.utils import validate as sm_validate
 
-    try:
-        sm_validate(config, str(schema), set_default=True)
-    except Exception as err:  # snakemake wraps jsonschema's ValidationError
-        raise HRVInputError(f"invalid config: {err}") from err
+    schema_doc = yaml.safe_load(Path(schema).read_text())
+    validator = jsonschema.validators.validator_for(schema_doc)(schema_doc)
+    problems = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if problems:
+        lines = [f"config key {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}" for e in problems]
+        raise HRVInputError("invalid config (see config/README.md):\n  " + "\n  ".join(lines))
+    sm_validate(config, str(schema), set_default=True)
     return config

@@ -10,6 +10,7 @@ for bit.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -59,7 +60,7 @@ def test_profile_adapted_for_the_test_cluster_keeps_its_gpu_requests(tmp_path):
     shipped = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     assert cfg["executor"] == shipped["executor"] == "slurm"
     for rule, res in shipped["set-resources"].items():
-        for key in ("gpu", "gres", "gpu_model", "cpus_per_gpu"):
+        for key in ("gpu", "gres", "gpu_model"):
             assert cfg["set-resources"][rule].get(key) == res.get(key)
 
 
@@ -70,6 +71,8 @@ def _test_profile(workdir: Path) -> Path:
     cfg["default-resources"].pop("slurm_account", None)
     for res in cfg.get("set-resources", {}).values():
         res.update(slurm_partition="debug", mem_mb=1500, runtime=10)
+        if "cpus_per_gpu" in res:
+            res["cpus_per_gpu"] = 1  # the test node has 2 CPUs
     cfg.update(
         {
             "jobs": 4,
@@ -125,6 +128,11 @@ def test_demo_dag_on_slurm_matches_local_run(cluster, tmp_path):
     ours = {j: s for j, s in completed.items() if f"WorkDir={wd}" in _record(history, j)}
     assert sorted(ours) == sorted(job_ids), history
     assert set(ours.values()) == {"COMPLETED"}
+    for job in job_ids:  # each shard job asked SLURM for a GPU (finished jobs stay MinJobAge seconds)
+        shown = subprocess.run(
+            ["scontrol", "-o", "show", "job", job], capture_output=True, text=True, env={**os.environ, **env}
+        ).stdout
+        assert re.search(r"gres/gpu[:=]1|gpu:1", shown), shown
     assert "localrule hrv_merge" in slurm.stderr  # merge/plots ran on the submitting node
     assert "Job" in slurm.stderr and "submitted with SLURM jobid" in slurm.stderr
 

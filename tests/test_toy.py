@@ -126,6 +126,8 @@ def _short_cfg(seed: int):
         n_images=32,
         vae_steps=2,
         vae_batch=4,
+        decoder_steps=2,
+        decoder_batch=4,
         unet_steps=2,
         unet_batch=4,
         warmup=1,
@@ -166,6 +168,42 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     from hrv.heads import HeadRegistry
 
     assert HeadRegistry.from_unet(a.unet).n_heads == 128
+
+
+def test_resumed_decoder_stage_equals_the_full_recipe(tmp_path):
+    # the shipped model's decoder stage was resumed from a folder saved after stages 1-2
+    import dataclasses
+
+    from hrv.models import load_pipeline
+    from hrv.toy.train import resume_decoder_stage, train_and_save
+
+    cfg = _short_cfg(0)
+    full = train_and_save(tmp_path / "full", cfg, progress=False)
+    first = train_and_save(tmp_path / "first", dataclasses.replace(cfg, decoder_steps=0), progress=False)
+    resumed = resume_decoder_stage(first, tmp_path / "resumed", cfg)
+    a = _weights(load_pipeline(full, device="cpu", dtype="float32"))
+    b = _weights(load_pipeline(resumed, device="cpu", dtype="float32"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((resumed / "training.json").read_text())["check"]["accuracy"].keys() >= {
+        "color",
+        "shape",
+    }
+
+
+def test_object_weights_mark_the_object_pixels():
+    from hrv.toy.train import object_weights
+
+    data = make_dataset(4, seed=2)
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2) * 2 - 1
+    w = object_weights(x, 10.0)
+    for i in range(4):  # plain reference: pixels far from the border median colour
+        img = data.images[i]
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        far = np.sqrt(((img - np.median(border, axis=0)) ** 2).sum(-1)) > 0.25
+        assert np.array_equal(w[i, 0].numpy() == 11.0, far)
+        assert 0 < far.mean() < 0.5
 
 
 def test_bad_recipe_is_rejected():

@@ -154,3 +154,17 @@ def test_import_official_bad_input(tmp_path):
         import_official("sd3", tmp_path / "x.npz")
     with pytest.raises(HRVInputError, match="is missing"):
         import_official("sd14", tmp_path / "x.npz", reference_dir=tmp_path)
+
+
+def test_code_version_follows_the_source(root, tmp_path):
+    import shutil
+
+    from hrv import __version__
+    from hrv.workflow import code_version, source_hash
+
+    copy = tmp_path / "hrv"
+    shutil.copytree(root / "src/hrv", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_hash(copy)
+    assert before == source_hash(root / "src/hrv") and code_version() == f"{__version__}+{before}"
+    (copy / "accumulate.py").write_text((copy / "accumulate.py").read_text() + "\n# edited\n")
+    assert source_hash(copy) != before

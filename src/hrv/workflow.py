@@ -17,6 +17,20 @@ def shard_plan(hrv_cfg: dict[str, Any], root: str | Path = ".") -> list[list[tup
     return [[(i, prompts[i]) for i in r] for r in ranges]
 
 
+def source_hash(package: str | Path | None = None) -> str:
+    """sha256 (12 hex digits) of the package's Python sources, in path order."""
+    import hashlib
+
+    package = Path(package) if package else Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def code_version() -> str:
-    """Goes into every rule's params, so a new package version marks results stale."""
-    return __version__
+    """``<package version>+<source hash>``: goes into every rule's params, so a new release or an
+    edit of the science code marks results stale (``--list-changes params`` lists them; add
+    ``--rerun-triggers mtime input`` to keep results across code edits on purpose)."""
+    return f"{__version__}+{source_hash()}"

@@ -240,8 +240,13 @@ def main() -> None:
         - areas["Color-MoRHF"]["color"],
     }
     results["weakening"]["claims"] = claims
+    # an area difference below one image's worth over the whole k range (1 / prompts) is noise
+    noise = 1.0 / len(wscenes)
     for text, value in claims.items():
-        print(f"    {text}: {value:+.3f} -> {'holds' if value > 0 else 'DOES NOT HOLD'}")
+        verdict = (
+            "holds" if value > noise else ("DOES NOT HOLD" if value < -noise else "within noise (< 1 image)")
+        )
+        print(f"    {text}: {value:+.3f} -> {verdict}")
 
     # 5. steering: strengthen the attribute's token by its HRV on the captions plain generation gets wrong
     t0 = time.perf_counter()

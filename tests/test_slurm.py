@@ -1,7 +1,7 @@
 """The demo DAG through profiles/slurm on a real single-node SLURM cluster (loopback only).
 
 tests/slurm/start_cluster.sh starts slurmctld + slurmd (+ munge) on this machine. It installs
-Debian's slurm-wlm and munge only when HRV_SLURM_INSTALL=1 (CI sets it: .ci/run); otherwise a
+Debian's slurm-wlm and munge only when HRV_SLURM_INSTALL=1 or CI=true (as CI sets it); otherwise a
 machine without SLURM skips this test, as does one where the daemons cannot start (not root, ...).
 Checks: every HRV shard ran as its own SLURM job (the executor's per-job logs and the SLURM job
 history), the cheap rules did not go to SLURM (localrules), and hrv.npz equals a local run's bit

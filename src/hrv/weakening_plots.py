@@ -133,12 +133,17 @@ def area_summary(
     with atomic_path(out_csv) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(rows) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(5.0, max(2.6, 0.5 * len(rows) + 1.5)))
     y = np.arange(len(rows))
     ax.barh(y - 0.2, summary["area_LeRHF_minus_MoRHF"], height=0.4, color="tab:purple", label="LeRHF - MoRHF")
     ax.barh(y + 0.2, summary["area_random_minus_MoRHF"], height=0.4, color="tab:gray", label="random - MoRHF")
     ax.set_yticks(y, summary["concept"], fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))  # tiny areas: no crowded labels
+    ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel("area between curves (CLIP score x k/H)", fontsize=8)
     ax.set_title("MoRHF removes the concept faster when > 0", fontsize=9)
     ax.legend(fontsize=7)

@@ -2,58 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from helpers_workflow import copy_workflow, snakemake, write_config
 
 from hrv.hrvfile import load_hrv
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-COPY = [
-    "Snakefile",
-    "workflow",
-    "config",
-    "profiles",
-    "envs",
-    "resources/concepts",
-    "resources/prompts",
-    "resources/reference",
-    "resources/benchmarks",
-]
-
-
-def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
 
 @pytest.fixture(scope="module")
-def workdir(root, tmp_path_factory) -> Path:
+def workdir(tmp_path_factory) -> Path:
     """A copy of the workflow with a small overlay config (the temp dir stands in for a fresh clone)."""
-    work = tmp_path_factory.mktemp("wf")
-    for item in COPY:
-        src = root / item
-        if src.is_dir():
-            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("models", "__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, work / item)
+    work = copy_workflow(tmp_path_factory.mktemp("wf"))
     overlay = {
         "run": "t",
         "hrv": {"max_prompts": 5, "shards": 2, "batch_size": 2},
         "sampling": {"steps": 2, "height": 64, "width": 64},
     }
-    (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    write_config(work, overlay, "overlay.yaml")
     return work
 
 
@@ -63,7 +30,7 @@ def test_lint_clean(root):
 
 
 def test_dry_run_plans_shards(workdir):
-    out = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "results/t/hrv/heatmap.png").stdout
+    out = snakemake(workdir, "results/t/hrv/heatmap.png", "-n", "--configfile", "overlay.yaml").stdout
     assert "hrv_shard" in out and "build_tiny_model" in out and "hrv_merge" in out
 
 
@@ -79,7 +46,7 @@ def test_bad_config_is_named(workdir):
 
 def test_run_produces_the_contract(workdir):
     targets = ["results/t/hrv/hrv.npz", "results/t/hrv/heatmap.png"]
-    snakemake(workdir, "--cores", "2", "--configfile", "overlay.yaml", *targets)
+    snakemake(workdir, *targets, "--cores", "2", "--configfile", "overlay.yaml")
     hrv_dir = workdir / "results/t/hrv"
     assert sorted(p.name for p in (hrv_dir / "shards").iterdir()) == ["shard_000.npz", "shard_001.npz"]
     hrv = load_hrv(hrv_dir / "hrv.npz")
@@ -91,11 +58,14 @@ def test_run_produces_the_contract(workdir):
     assert (hrv_dir / "head_ranking.csv").stat().st_size > 0
     assert (hrv_dir / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     # nothing left to do: a second run plans no jobs
-    assert (
-        "Nothing to be done"
-        in snakemake(workdir, "-n", "--configfile", "overlay.yaml", *targets).stdout
-        + snakemake(workdir, "-n", "--configfile", "overlay.yaml", *targets).stderr
-    )
+    again = snakemake(workdir, *targets, "-n", "--configfile", "overlay.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    # the report holds the heat map
+    snakemake(workdir, *targets, "--configfile", "overlay.yaml", "--report", "report.zip")
+    import zipfile
+
+    with zipfile.ZipFile(workdir / "report.zip") as z:
+        assert any(name.endswith("heatmap.png") for name in z.namelist())
     # the same counts as the package run directly (one shard, batch 1)
     from hrv.accumulate import accumulate
     from hrv.concepts import read_concepts

@@ -92,8 +92,9 @@ class VoteMeasure:
         self._keys: dict[int, torch.Tensor] = {}
         self.device = device
         n, _, max_tok = bank.word_tokens.shape
-        # slot s > 0 belongs to concept (s - 1) // max_tok; slot 0 is SOT (dummy concept n)
-        self._slot_concept = torch.tensor([n] + [c for c in range(n) for _ in range(max_tok)], device=device)
+        # before packing, slot s > 0 belongs to concept (s - 1) // max_tok; slot 0 is SOT (dummy concept n)
+        self._slot_concept = np.array([n] + [c for c in range(n) for _ in range(max_tok)], dtype=np.int64)
+        self._width = 1 + int(bank.n_tokens.max(axis=1).sum())
 
     def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
         """Build the token-slot tables of a batch: (T, L, B, slots) indices, weights and mask."""
@@ -111,9 +112,15 @@ class VoteMeasure:
         idx = np.concatenate([sot, np.maximum(rows, 0)], axis=-1)
         pad = np.concatenate([np.full((T, L, B, 1), not self.keep_sot), rows < 0], axis=-1)
         w = np.concatenate([np.zeros((T, L, B, 1)), weights], axis=-1)
-        self._idx = torch.from_numpy(idx).to(self.device)
-        self._pad = torch.from_numpy(pad).to(self.device)
-        self._w = torch.from_numpy(w).to(self.device)
+        conc = np.broadcast_to(self._slot_concept, idx.shape)
+        # pack the used slots first and keep a fixed width (SOT + each concept's longest word): fewer
+        # columns than the global longest word times N, and the same for every batch composition,
+        # so that results stay independent of batching
+        take = np.argsort(pad, axis=-1, kind="stable")[..., : self._width]
+        self._idx = torch.from_numpy(np.take_along_axis(idx, take, -1)).to(self.device)
+        self._pad = torch.from_numpy(np.take_along_axis(pad, take, -1)).to(self.device)
+        self._w = torch.from_numpy(np.take_along_axis(w, take, -1)).to(self.device)
+        self._conc = torch.from_numpy(np.take_along_axis(conc, take, -1)).to(self.device)
 
     def _layer_keys(self, attn, layer: CALayer) -> torch.Tensor:
         keys = self._keys.get(layer.position)
@@ -139,7 +146,7 @@ class VoteMeasure:
         weighted = probs * self._w[t, layer.position][:, None, :].float()
         B, heads, slots = weighted.shape
         scores = torch.zeros((B, heads, self.n_concepts + 1), dtype=weighted.dtype, device=weighted.device)
-        scores.scatter_add_(2, self._slot_concept[:slots].expand(B, heads, slots), weighted)
+        scores.scatter_add_(2, self._conc[t, layer.position][:, None, :].expand(B, heads, slots), weighted)
         winner = scores[:, :, : self.n_concepts].argmax(dim=-1)  # (B, heads)
         n_h = self.registry.n_heads
         flat = (t * self.n_concepts + winner) * n_h + layer.offset + torch.arange(heads, device=winner.device)

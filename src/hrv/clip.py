@@ -40,7 +40,10 @@ class ClipScorer:
 
         feats = []
         for start in range(0, len(images), batch_size):
-            chunk = [Image.fromarray(im) if isinstance(im, np.ndarray) else im for im in images[start : start + batch_size]]
+            chunk = [
+                Image.fromarray(im) if isinstance(im, np.ndarray) else im
+                for im in images[start : start + batch_size]
+            ]
             x = torch.stack([self.preprocess(im.convert("RGB")) for im in chunk]).to(self.device)
             feats.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1))
         return torch.cat(feats) if feats else torch.zeros((0, 1))
@@ -67,7 +70,9 @@ class ClipScorer:
         return (self.image_features(images, batch_size) @ self.text_features(texts).T).double().cpu().numpy()
 
 
-def load_clip(name: str = "tiny", pretrained: str | None = None, device: str = "auto", seed: int = 0) -> ClipScorer:
+def load_clip(
+    name: str = "tiny", pretrained: str | None = None, device: str = "auto", seed: int = 0
+) -> ClipScorer:
     import open_clip
 
     from hrv.models import resolve_device
@@ -82,8 +87,14 @@ def load_clip(name: str = "tiny", pretrained: str | None = None, device: str = "
     else:
         if name not in open_clip.list_models():
             raise HRVInputError(f"unknown open_clip model {name!r}; e.g. ViT-H-14, ViT-B-32, or 'tiny'")
-        if pretrained and not Path(pretrained).is_file() and pretrained not in open_clip.list_pretrained_tags_by_model(name):
-            raise HRVInputError(f"unknown weights {pretrained!r} for {name}; give a tag or a local checkpoint file")
+        if (
+            pretrained
+            and not Path(pretrained).is_file()
+            and pretrained not in open_clip.list_pretrained_tags_by_model(name)
+        ):
+            raise HRVInputError(
+                f"unknown weights {pretrained!r} for {name}; give a tag or a local checkpoint file"
+            )
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except Exception as err:

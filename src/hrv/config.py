@@ -76,7 +76,10 @@ def validate(config: dict[str, Any], schema: str | Path) -> dict[str, Any]:
     validator = jsonschema.validators.validator_for(schema_doc)(schema_doc)
     problems = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if problems:
-        lines = [f"config key {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}" for e in problems]
+        lines = [
+            f"config key {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
+            for e in problems
+        ]
         raise HRVInputError("invalid config (see config/README.md):\n  " + "\n  ".join(lines))
     sm_validate(config, str(schema), set_default=True)
     return config

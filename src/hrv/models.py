@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,23 +121,13 @@ def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path
 
 def save_tiny_model(folder: str | Path, cfg: TinyConfig | None = None) -> Path:
     """Materialise the tiny model as a diffusers folder (written beside, then renamed: atomic)."""
-    import shutil
-    import tempfile
+    from hrv.io import atomic_dir
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         pipe = build_tiny_pipeline(cfg, tokenizer_dir=tmp / "_tok")
         shutil.rmtree(tmp / "_tok")
         pipe.save_pretrained(tmp, safe_serialization=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return folder
+    return Path(folder)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -12,7 +12,6 @@ bit-identical to the image of a run with that k alone.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from hrv.determinism import make_batch_invariant
 from hrv.errors import HRVInputError
 from hrv.experiments import ORDERS
 from hrv.heads import HeadRegistry
+from hrv.io import atomic_dir
 from hrv.models import initial_latents
 
 
@@ -201,8 +201,6 @@ def run_job(
 
     The directory is filled beside its final name and renamed when complete (atomic).
     """
-    import shutil
-    import tempfile
 
     import pandas as pd
     from tqdm.auto import tqdm
@@ -221,10 +219,8 @@ def run_job(
     heads = head_order(values, order, random_seed)
     prompts = exp.prompts(max_items)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     rows = []
-    try:
+    with atomic_dir(out_dir) as tmp:
         for prompt in tqdm(
             prompts, desc=f"{exp.name}/{order}/seed{seed}", unit="prompt", disable=not progress
         ):
@@ -259,10 +255,4 @@ def run_job(
         (tmp / "heads.txt").write_text(
             "\n".join(registry.names()[h] for h in heads[: max(ks)]) + "\n", encoding="utf-8"
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir

@@ -58,8 +58,6 @@ def generate(
         if factors is not None:
             f = factors if factors.shape[0] == 1 else factors[idx[0] : idx[-1] + 1]
             ctl.intervention = Intervention(f.to(pipe.device))
-            # the per-layer cache is keyed by id(factors), and a freed tensor's id can be reused
-            ctl._identity_cache = {}
         ctl.step = 0
         with installed(pipe.unet, ctl):
             images = pipe(

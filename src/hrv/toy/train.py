@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hrv.errors import HRVInputError
+from hrv.io import atomic_dir
 from hrv.toy.world import IMAGE_SIZE, make_dataset
 
 
@@ -333,20 +333,11 @@ def round_to_fp16(pipe) -> None:
 
 def save_toy_pipeline(pipe, folder: str | Path, stats: dict) -> Path:
     """Save as a diffusers folder with fp16 safetensors + ``training.json`` (atomic rename)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
         pipe.to(torch.float32)
         (tmp / "training.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return folder
+    return Path(folder)
 
 
 # The fixed check recorded in training.json and re-run by the tests on the shipped weights.

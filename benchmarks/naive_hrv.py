@@ -68,8 +68,11 @@ class NaiveState:
             self.counts[self.step, int(np.argmax(scores)), layer.offset + h] += 1
 
 
-def naive_accumulate(pipe, concepts, prompts, seed, steps, guidance_scale, height, width) -> np.ndarray:
-    state = NaiveState(pipe, concepts, seed)
+def naive_accumulate(
+    pipe, concepts, prompts, seed, steps, guidance_scale, height, width, state=None
+) -> np.ndarray:
+    state = state or NaiveState(pipe, concepts, seed)
+    state.step, state.prompt = 0, 0
     registry = state.registry
     by_name = {layer.module_name: layer for layer in registry.layers}
     originals = dict(pipe.unet.attn_processors)

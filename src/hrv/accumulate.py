@@ -176,14 +176,19 @@ def accumulate(
     batch_invariant: bool = True,
     progress: bool = True,
     desc: str = "HRV votes",
+    bank: WordBank | None = None,
 ) -> np.ndarray:
-    """Votes of the prompts ``prompts[i]`` for ``i`` in ``indices``: int64 array (T, N, H)."""
+    """Votes of the prompts ``prompts[i]`` for ``i`` in ``indices``: int64 array (T, N, H).
+
+    ``bank`` (``WordBank.build(pipe, concepts)``) can be passed to reuse the encoded
+    concept-words across calls; building it is a one-off cost per call otherwise.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if batch_invariant:
         make_batch_invariant(pipe)
     registry = HeadRegistry.from_unet(pipe.unet)
-    bank = WordBank.build(pipe, concepts)
+    bank = bank if bank is not None else WordBank.build(pipe, concepts)
     n_evals = n_unet_evaluations(pipe, steps)
     measure = VoteMeasure(registry, bank, n_evals, pipe.device, keep_sot=keep_sot)
     controller = Controller(registry, guidance=guidance_scale > 1.0, measure=measure)

@@ -42,10 +42,30 @@ class TinyConfig:
     sample_size: int = 128  # image side in pixels; latent side = sample_size // 8
 
 
+def small_clip_text_encoder(hidden: int, layers: int):
+    """A CLIP text encoder of the given width and depth (random weights from the global RNG), with
+    the CLIP vocabulary and SD's special-token ids, for the tiny and toy models."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=hidden,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+
+
 def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path | None = None):
     """Build the tiny ``StableDiffusionPipeline`` with seeded random weights (deterministic)."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from hrv.tokenizer import build_clip_tokenizer
 
@@ -58,20 +78,7 @@ def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path
     tokenizer = build_clip_tokenizer(tok_dir)
 
     torch.manual_seed(cfg.seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=cfg.text_hidden,
-            intermediate_size=cfg.text_hidden * 2,
-            num_hidden_layers=cfg.text_layers,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=cfg.text_hidden,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    text_encoder = small_clip_text_encoder(cfg.text_hidden, cfg.text_layers)
     torch.manual_seed(cfg.seed + 1)
     unet = UNet2DConditionModel(
         sample_size=cfg.sample_size // 8,

@@ -74,26 +74,13 @@ class ToyTrainConfig:
 def build_components(cfg: ToyTrainConfig, tokenizer_dir: Path):
     """Untrained components with seeded initial weights."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
+    from hrv.models import small_clip_text_encoder
     from hrv.tokenizer import build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer(tokenizer_dir)
     torch.manual_seed(cfg.seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=cfg.text_hidden,
-            intermediate_size=cfg.text_hidden * 2,
-            num_hidden_layers=cfg.text_layers,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=cfg.text_hidden,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    text_encoder = small_clip_text_encoder(cfg.text_hidden, cfg.text_layers)
     torch.manual_seed(cfg.seed + 1)
     latent_side = IMAGE_SIZE // 2 ** (len(cfg.vae_channels) - 1)
     unet = UNet2DConditionModel(

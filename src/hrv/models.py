@@ -63,46 +63,50 @@ def small_clip_text_encoder(hidden: int, layers: int):
     )
 
 
-def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path | None = None):
-    """Build the tiny ``StableDiffusionPipeline`` with seeded random weights (deterministic)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def sd1_components(
+    *,
+    seed: int,
+    unet_channels: tuple[int, ...],
+    heads: int,
+    text_hidden: int,
+    text_layers: int,
+    vae_channels: tuple[int, ...],
+    image_size: int,
+    tokenizer_dir: str | Path,
+):
+    """Seeded, untrained SD-v1-shaped components (16 CA layers x ``heads`` heads): tokenizer, text
+    encoder, UNet, VAE and SD v1.4's PNDM scheduler. Shared by the tiny and the toy model."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 
     from hrv.tokenizer import build_clip_tokenizer
 
-    cfg = cfg or TinyConfig()
-    tok_dir = (
-        Path(tokenizer_dir)
-        if tokenizer_dir
-        else Path(os.environ.get("TMPDIR", "/tmp")) / "hrv-clip-tokenizer"
-    )
-    tokenizer = build_clip_tokenizer(tok_dir)
-
-    torch.manual_seed(cfg.seed)
-    text_encoder = small_clip_text_encoder(cfg.text_hidden, cfg.text_layers)
-    torch.manual_seed(cfg.seed + 1)
+    tokenizer = build_clip_tokenizer(tokenizer_dir)
+    torch.manual_seed(seed)
+    text_encoder = small_clip_text_encoder(text_hidden, text_layers)
+    torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(
-        sample_size=cfg.sample_size // 8,
+        sample_size=image_size // 2 ** (len(vae_channels) - 1),
         in_channels=4,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=cfg.unet_channels,
+        block_out_channels=unet_channels,
         layers_per_block=2,
-        attention_head_dim=cfg.heads,  # SD v1 configs store the head *count* under this name
-        cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=heads,  # SD v1 configs store the head *count* under this name
+        cross_attention_dim=text_hidden,
         norm_num_groups=8,
     )
-    torch.manual_seed(cfg.seed + 2)
+    torch.manual_seed(seed + 2)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels),
-        block_out_channels=cfg.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        block_out_channels=vae_channels,
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
-        sample_size=cfg.sample_size,
+        sample_size=image_size,
     )
     # SD v1.4's scheduler configuration
     scheduler = PNDMScheduler(
@@ -113,6 +117,29 @@ def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path
         skip_prk_steps=True,
         set_alpha_to_one=False,
         steps_offset=1,
+    )
+    return tokenizer, text_encoder, unet, vae, scheduler
+
+
+def build_tiny_pipeline(cfg: TinyConfig | None = None, tokenizer_dir: str | Path | None = None):
+    """Build the tiny ``StableDiffusionPipeline`` with seeded random weights (deterministic)."""
+    from diffusers import StableDiffusionPipeline
+
+    cfg = cfg or TinyConfig()
+    tok_dir = (
+        Path(tokenizer_dir)
+        if tokenizer_dir
+        else Path(os.environ.get("TMPDIR", "/tmp")) / "hrv-clip-tokenizer"
+    )
+    tokenizer, text_encoder, unet, vae, scheduler = sd1_components(
+        seed=cfg.seed,
+        unet_channels=cfg.unet_channels,
+        heads=cfg.heads,
+        text_hidden=cfg.text_hidden,
+        text_layers=cfg.text_layers,
+        vae_channels=cfg.vae_channels,
+        image_size=cfg.sample_size,
+        tokenizer_dir=tok_dir,
     )
     return StableDiffusionPipeline(
         vae=vae,

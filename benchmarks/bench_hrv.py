@@ -86,7 +86,10 @@ def main() -> None:
         "--naive-prompts", type=int, default=None, help="prompts for the slow baseline (default: all)"
     )
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.arch == "tiny":
         folder = ROOT / "resources/models/tiny"

@@ -43,3 +43,4 @@ rule all:
         rules.weakening_overview.output,
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),
+        rules.toy_checks.output if config["toy"]["enabled"] else [],

@@ -126,13 +126,11 @@ def _short_cfg(seed: int):
         n_images=32,
         vae_steps=2,
         vae_batch=4,
-        decoder_steps=2,
-        decoder_batch=4,
         unet_steps=2,
         unet_batch=4,
         warmup=1,
         unet_channels=(16, 16, 16, 16),
-        vae_channels=(8, 8, 8),
+        vae_channels=(8, 8),
         text_hidden=16,
         text_layers=1,
     )
@@ -168,28 +166,6 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     from hrv.heads import HeadRegistry
 
     assert HeadRegistry.from_unet(a.unet).n_heads == 128
-
-
-def test_resumed_decoder_stage_equals_the_full_recipe(tmp_path):
-    # the shipped model's decoder stage was resumed from a folder saved after stages 1-2
-    import dataclasses
-
-    from hrv.models import load_pipeline
-    from hrv.toy.train import resume_decoder_stage, train_and_save
-
-    cfg = _short_cfg(0)
-    full = train_and_save(tmp_path / "full", cfg, progress=False)
-    first = train_and_save(tmp_path / "first", dataclasses.replace(cfg, decoder_steps=0), progress=False)
-    resumed = resume_decoder_stage(first, tmp_path / "resumed", cfg)
-    a = _weights(load_pipeline(full, device="cpu", dtype="float32"))
-    b = _weights(load_pipeline(resumed, device="cpu", dtype="float32"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert json.loads((resumed / "training.json").read_text())["check"]["accuracy"].keys() >= {
-        "color",
-        "shape",
-    }
 
 
 def test_object_weights_mark_the_object_pixels():
@@ -251,3 +227,47 @@ def test_shipped_weights_reproduce_recorded_accuracy(root, toy_pipe):
 def test_shipped_model_follows_captions(root):
     recorded = json.loads((root / "resources/toy/model/training.json").read_text())["check"]["accuracy"]
     assert recorded["color"] >= 0.5 and recorded["shape"] >= 0.5, recorded
+
+
+def test_toy_checks_write_complete_results(root, tmp_path):
+    from hrv.toy.checks import ToyCheckSettings, run_checks
+
+    settings = ToyCheckSettings(steps=2, hrv_prompts=4, weaken_prompts=2, ks=(0, 64, 128), max_captions=6)
+    logged: list[str] = []
+    out = tmp_path / "checks"
+    res = run_checks(
+        root / "resources/toy/model", root / "resources/toy/concepts.csv", out, settings, logged.append
+    )
+    assert {p.name for p in out.iterdir()} == {
+        "checks.json",
+        "hrv.npz",
+        "heatmap.png",
+        "weakening.png",
+        "samples.png",
+        "plain_images.npy",
+    }
+    assert json.loads((out / "checks.json").read_text())["generation"] == res["generation"]
+    assert res["classifier_clean"]["all"] > 0.99
+    curves = res["weakening"]["curves"]
+    assert set(curves) == {f"{c}-{o}" for c in ("Color", "Shape") for o in ("MoRHF", "LeRHF", "random")}
+    assert all(len(v) == 3 and all(0 <= x <= 1 for x in v) for c in curves.values() for v in c.values())
+    # k = 0 weakens nothing: every order starts from the same images
+    assert len({c["color"][0] for c in curves.values()}) == 1
+    for row in res["weakening"]["claims"].values():
+        assert row["verdict"] in {"holds", "DOES NOT HOLD", "within noise (< 1 image)"}
+    hrv = np.load(out / "hrv.npz")
+    assert np.allclose(hrv["hrv"].sum(axis=1), 128, atol=1e-3)
+    assert any("[4] ordered weakening" in line for line in logged)
+    assert not list(tmp_path.glob(".checks.*"))  # no temporary folder left behind
+
+
+def test_toy_checks_reject_bad_settings(root, tmp_path):
+    from hrv.toy.checks import ToyCheckSettings, run_checks
+
+    with pytest.raises(HRVInputError, match="ks"):
+        ToyCheckSettings(ks=(-1, 3))
+    bad = tmp_path / "concepts.csv"
+    bad.write_text("concept,word\nColor,red\nSize,small\n")
+    with pytest.raises(HRVInputError, match="Shape"):
+        run_checks(root / "resources/toy/model", bad, tmp_path / "out", ToyCheckSettings())
+    assert not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ def workdir(tmp_path_factory) -> Path:
         "run": "t",
         "hrv": {"max_prompts": 5, "shards": 2, "batch_size": 2},
         "sampling": {"steps": 2, "height": 64, "width": 64},
+        "toy": {"steps": 2, "hrv_prompts": 4, "weaken_prompts": 2, "ks": [0, 128], "max_captions": 6},
     }
     write_config(work, overlay, "overlay.yaml")
     return work
@@ -32,6 +33,21 @@ def test_lint_clean(root):
 def test_dry_run_plans_shards(workdir):
     out = snakemake(workdir, "results/t/hrv/heatmap.png", "-n", "--configfile", "overlay.yaml").stdout
     assert "hrv_shard" in out and "build_tiny_model" in out and "hrv_merge" in out
+    # the default target includes the toy world's checks unless they are switched off
+    assert "toy_checks" in snakemake(workdir, "-n", "--configfile", "overlay.yaml").stdout
+    write_config(workdir, {"toy": {"enabled": False}}, "no_toy.yaml")
+    off = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "no_toy.yaml").stdout
+    assert "toy_checks" not in off and "hrv_merge" in off
+
+
+def test_toy_checks_rule(workdir):
+    snakemake(workdir, "results/t/toy/checks/checks.json", "--cores", "1", "--configfile", "overlay.yaml")
+    folder = workdir / "results/t/toy/checks"
+    for name in ("heatmap.png", "weakening.png", "samples.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+    res = __import__("json").loads((folder / "checks.json").read_text())
+    assert res["settings"]["hrv_prompts"] == 4 and res["weakening"]["ks"] == [0, 128]
+    assert (workdir / "results/t/logs/toy_checks.log").read_text().count("[4] ordered weakening") == 1
 
 
 def test_bad_config_is_named(workdir):

@@ -311,7 +311,10 @@ def test_hrv_source_of_a_polysemy_run(tmp_path):
 
     own = "results/demo/hrv/hrv.npz"
     assert hrv_source(None, own, "results/demo/polysemy") == own
-    assert hrv_source("sd14", own, "results/demo/polysemy") == "results/demo/polysemy/hrv_official_sd14.npz"
+    assert (
+        hrv_source("sd14", own, "results/demo/hrv/official")
+        == "results/demo/hrv/official/hrv_official_sd14.npz"
+    )
     (tmp_path / "mine.npz").write_bytes(b"")
     assert hrv_source(str(tmp_path / "mine.npz"), own, "x") == str(tmp_path / "mine.npz")
     with pytest.raises(HRVInputError, match="neither null"):

@@ -38,6 +38,10 @@ def test_dry_run_plans_shards(workdir):
     write_config(workdir, {"toy": {"enabled": False}}, "no_toy.yaml")
     off = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "no_toy.yaml").stdout
     assert "toy_checks" not in off and "hrv_merge" in off
+    # weakening and polysemy with the released SD v1.4 HRVs: imported by a rule
+    write_config(workdir, {"weakening": {"hrv": "sd14"}, "polysemy": {"hrv": "sd14"}}, "official.yaml")
+    official = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "no_toy.yaml", "official.yaml").stdout
+    assert "polysemy_import_hrv" in official and "hrv_official_sd14.npz" in official
 
 
 def test_toy_checks_rule(workdir):

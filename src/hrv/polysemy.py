@@ -549,16 +549,16 @@ def human_rates(
 OFFICIAL_HRVS = ("sd14", "sdxl")
 
 
-def hrv_source(source: str | None, own: str, folder: str) -> str:
-    """The HRV file a polysemy run steers with: ``None`` = the run's own (``own``), ``sd14``/``sdxl``
-    = the released HRVs imported into ``folder/hrv_official_<name>.npz``, else a file path."""
+def hrv_source(source: str | None, own: str, folder: str, key: str = "polysemy.hrv") -> str:
+    """The HRV file a stage uses: ``None`` = the run's own (``own``), ``sd14``/``sdxl`` = the
+    released HRVs imported into ``folder/hrv_official_<name>.npz``, else a file path (config ``key``)."""
     if source is None:
         return str(own)
     if source in OFFICIAL_HRVS:
         return f"{folder}/hrv_official_{source}.npz"
     if not Path(source).is_file():
         raise HRVInputError(
-            f"polysemy.hrv {source!r} is neither null (this run's HRVs), {' nor '.join(OFFICIAL_HRVS)}"
+            f"{key} {source!r} is neither null (this run's HRVs), {' nor '.join(OFFICIAL_HRVS)}"
             " (the released HRVs) nor an existing HRV file"
         )
     return source

@@ -8,7 +8,7 @@ POLY = config["polysemy"]
 POLY_CASES = [c.case for c in read_cases(Path(workflow.basedir) / POLY["cases"], POLY["which"])]
 POLY_SAMPLING = dict(config["sampling"], **POLY["sampling"])
 # the HRVs to steer with: the run's own (null), imported official ones (sd14, sdxl), or a file
-POLY_HRV = hrv_source(POLY["hrv"], rules.hrv_merge.output.npz, f"{OUT}/polysemy")
+POLY_HRV = hrv_source(POLY["hrv"], rules.hrv_merge.output.npz, f"{OUT}/hrv/official")
 
 
 localrules:
@@ -21,7 +21,7 @@ rule polysemy_import_hrv:
     input:
         concepts=config["hrv"]["concepts"],
     output:
-        npz=f"{OUT}/polysemy/hrv_official_{{which}}.npz",
+        npz=f"{OUT}/hrv/official/hrv_official_{{which}}.npz",
     params:
         reference_dir="resources/reference",
         version=VERSION,

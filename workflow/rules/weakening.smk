@@ -3,9 +3,11 @@
 # experiment plans only the new jobs (and the scoring and figures that read them).
 from hrv.experiments import job_dirs, load_experiments, plan_jobs, resolve_k, truncated
 from hrv.concepts import read_concepts
+from hrv.polysemy import hrv_source
 
 WEAK = config["weakening"]
-WEAK_HRV = WEAK["hrv"] or f"{OUT}/hrv/hrv.npz"
+# null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
+WEAK_HRV = hrv_source(WEAK["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="weakening.hrv")
 WEAK_EXPERIMENTS = {
     e.name: truncated(e, WEAK["max_items"])
     for e in load_experiments(

@@ -219,14 +219,15 @@ def test_shipped_weights_reproduce_recorded_accuracy(root, toy_pipe):
         assert abs(measured[attr] - value) <= 1.0 / n + 1e-9, (attr, measured, recorded)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped toy model is undertrained (500 UNet steps on a shared CPU): its colour and shape"
-    " accuracies are near chance (training.json); remove this mark when a better model ships",
-)
 def test_shipped_model_follows_captions(root):
+    """Every attribute well above chance in the recorded check (which the test above re-measures)."""
+    from hrv.toy.checks import CHANCE
+
     recorded = json.loads((root / "resources/toy/model/training.json").read_text())["check"]["accuracy"]
-    assert recorded["color"] >= 0.5 and recorded["shape"] >= 0.5, recorded
+    for attr, chance in CHANCE.items():
+        # 24 images: 0.25 above chance is 6 images more than guessing would get
+        assert recorded[attr] >= chance + 0.25, (attr, recorded)
+    assert recorded["all"] >= 0.4, recorded  # chance of all five at once: 1/192
 
 
 def test_toy_checks_write_complete_results(root, tmp_path):

@@ -38,7 +38,7 @@ from hrv.toy.world import IMAGE_SIZE, make_dataset
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    """The training recipe; the defaults are the shipped model's (about 60 min on one CPU thread)."""
+    """The training recipe; the defaults are the shipped model's (70 min on one core of a shared machine)."""
 
     seed: int = 0
     n_images: int = 8000

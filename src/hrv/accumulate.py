@@ -153,7 +153,7 @@ class VoteMeasure:
 
         The scale is folded into the cached keys and padding is an additive -inf bias, so the
         only full-size operations are the product, the bias, the softmax and the spatial sum
-        (``masked_fill`` and a separate scaling each cost about as much as the softmax on CPU).
+        (on the CPU ``masked_fill`` cost about as much as the softmax, a separate scaling a quarter).
         """
         pos = layer.position
         keys = self._layer_keys(attn, layer)

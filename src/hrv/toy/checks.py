@@ -122,6 +122,7 @@ def _run(model: Path, concepts_csv: Path, out: Path, s: ToyCheckSettings, log) -
     from hrv.hrvfile import HRVSet
     from hrv.models import load_pipeline
     from hrv.plots import heatmap
+    from hrv.steering import token_factors
     from hrv.toy.classifiers import accuracy, classify
     from hrv.toy.evaluate import generate
     from hrv.toy.plots import image_grid, weakening_curves
@@ -163,7 +164,7 @@ def _run(model: Path, concepts_csv: Path, out: Path, s: ToyCheckSettings, log) -
         f" ({time.perf_counter() - t0:.0f}s)\n    {fmt(results['generation'])}\n    chance: {fmt(CHANCE)}"
     )
     np.save(out / "plain_images.npy", (plain * 255).round().astype(np.uint8))
-    image_grid(plain[:48], [c for c in captions[:48]], out / "samples.png")
+    image_grid(plain[:48], captions[:48], out / "samples.png")
 
     # 3. HRVs of the toy concepts
     t0 = time.perf_counter()
@@ -271,8 +272,6 @@ def _run(model: Path, concepts_csv: Path, out: Path, s: ToyCheckSettings, log) -
         log(f"    {text}: {row['value']:+.3f} -> {row['verdict']}")
 
     # 5. steering: strengthen the attribute's word by its HRV on the captions plain generation gets wrong
-    from hrv.steering import token_factors
-
     t0 = time.perf_counter()
     results["steering"] = {}
     plain_pred = [classify(im) for im in plain]

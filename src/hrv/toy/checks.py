@@ -65,16 +65,6 @@ def blur(images: np.ndarray) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def word_position(tokenizer, caption: str, word_index: int) -> list[int]:
-    """Token positions (SOT = 0) of the caption's word number ``word_index`` (space-separated)."""
-    words = caption.split(" ")
-    before = (
-        len(tokenizer(" ".join(words[:word_index]), add_special_tokens=False).input_ids) if word_index else 0
-    )
-    n = len(tokenizer(words[word_index], add_special_tokens=False).input_ids)
-    return list(range(1 + before, 1 + before + n))
-
-
 def area(ks: list[int], values: list[float], n_heads: int) -> float:
     """Trapezoid area under a curve over k / H in [0, 1]."""
     x = np.asarray(ks, dtype=np.float64) / n_heads
@@ -123,6 +113,7 @@ def _run(model: Path, concepts_csv: Path, out: Path, s: ToyCheckSettings, log) -
     from hrv.models import load_pipeline
     from hrv.plots import heatmap
     from hrv.steering import token_factors
+    from hrv.tokens import word_positions
     from hrv.toy.classifiers import accuracy, classify
     from hrv.toy.evaluate import generate
     from hrv.toy.plots import image_grid, weakening_curves
@@ -291,7 +282,12 @@ def _run(model: Path, concepts_csv: Path, out: Path, s: ToyCheckSettings, log) -
                     row[f"{label} on {subset_name}"] = None
                     continue
                 caps = [captions[i] for i in subset]
-                f = torch.cat([token_factors(v, word_position(pipe.tokenizer, c, word_index)) for c in caps])
+                f = torch.cat(
+                    [
+                        token_factors(v, word_positions(pipe.tokenizer, c, c.split(" ")[word_index]))
+                        for c in caps
+                    ]
+                )
                 imgs = generate(pipe, caps, s.seed, factors=f, latent_indices=subset, **sampling)
                 row[f"{label} on {subset_name}"] = float(
                     np.mean(

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-_STYLE = {"MoRHF": ("tab:red", "-"), "LeRHF": ("tab:blue", "-"), "random": ("0.5", "--")}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# the same order colours/markers, Agg set-up and atomic PNG saving as the weakening figures
+from hrv.weakening_plots import STYLE, _plt, _save
 
 
 def weakening_curves(
@@ -37,10 +29,10 @@ def weakening_curves(
     for r, concept in enumerate(("Color", "Shape")):
         for c, attr in enumerate(("color", "shape")):
             ax = axes[r, c]
-            for order, (colour, style) in _STYLE.items():
+            for order, style in STYLE.items():
                 key = f"{concept}-{order}"
                 if key in curves:
-                    ax.plot(x, curves[key][attr], style, color=colour, marker="o", ms=3, label=order)
+                    ax.plot(x, curves[key][attr], ms=3, label=order, **style)
             ax.set_title(f"weaken {concept} HRV: {attr} accuracy", fontsize=9)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlim(0, n_heads)
@@ -51,10 +43,7 @@ def weakening_curves(
                 ax.set_ylabel("accuracy")
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi)
 
 
 def image_grid(
@@ -72,7 +61,4 @@ def image_grid(
         words = cap.split(" ")
         ax.set_title(" ".join(words[:3]) + "\n" + " ".join(words[3:]), fontsize=5)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi)

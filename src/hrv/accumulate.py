@@ -93,7 +93,8 @@ class VoteMeasure:
         )
         self._keys: dict[int, torch.Tensor] = {}
         self._head_base: dict[int, torch.Tensor] = {}
-        self._ones = torch.ones(0, dtype=torch.int64, device=device)
+        self._ones = torch.ones(0, dtype=torch.int64, device=device)  # index_add_ increments, grown per batch
+        self._max_heads = max(layer.heads for layer in registry.layers)
         self.device = device
         n, _, max_tok = bank.word_tokens.shape
         # before packing, slot s > 0 belongs to concept (s - 1) // max_tok; slot 0 is SOT (dummy concept n)
@@ -126,9 +127,8 @@ class VoteMeasure:
         bias = np.where(pad, -np.inf, 0.0).astype(np.float32)[:, :, :, None, None, :]
         self._bias = torch.from_numpy(bias).to(self.device)  # (T, L, B, 1, 1, slots)
         self._w = torch.from_numpy(np.take_along_axis(w, take, -1).astype(np.float32)).to(self.device)
-        heads = max(layer.heads for layer in self.registry.layers)
-        if self._ones.numel() < B * heads:
-            self._ones = torch.ones(B * heads, dtype=torch.int64, device=self.device)
+        if self._ones.numel() < B * self._max_heads:
+            self._ones = torch.ones(B * self._max_heads, dtype=torch.int64, device=self.device)
         self._conc = torch.from_numpy(np.take_along_axis(conc, take, -1)).to(self.device)
 
     def _layer_keys(self, attn, layer: CALayer) -> torch.Tensor:

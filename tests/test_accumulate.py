@@ -165,6 +165,7 @@ def test_measuring_never_changes_generation(tiny_pipe, concepts):
     with installed(tiny_pipe.unet, Controller(registry, measure=measure)):
         measured = tiny_pipe(PROMPTS[:2], latents=latents, **kw).images
     assert torch.equal(plain, measured)
+    measure.flush()
     assert int(measure.counts.sum()) == 2 * 4 * 128
     # processors are restored
     assert all(
@@ -211,3 +212,84 @@ def test_planted_heads_rank_first(tiny_pipe, concepts):
     assert (counts.sum(0)[target, planted_ids] == 3 * 4).all()  # every vote of a planted head
     top = set(np.argsort(-hrv[target], kind="stable")[: len(planted)].tolist())
     assert top == set(planted_ids)
+
+
+def _loud_heads_pipe(tiny_pipe):
+    """A copy of the tiny model whose first four heads in CA layers 0 and 9 have queries 60x
+    larger: their logit bound (about 3 otherwise) exceeds the exp path's limit, so they take the exact softmax."""
+    pipe = copy.deepcopy(tiny_pipe)
+    registry = HeadRegistry.from_unet(pipe.unet)
+    with torch.no_grad():
+        for pos in (0, 9):
+            attn = pipe.unet.get_submodule(registry.layers[pos].module_name)
+            d = attn.to_q.out_features // attn.heads
+            attn.to_q.weight[: 4 * d] *= 60.0
+    return pipe
+
+
+def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch):
+    import hrv.accumulate as acc
+
+    pipe = _loud_heads_pipe(tiny_pipe)
+    softmax_calls = []
+    real_softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda *a, **k: softmax_calls.append(1) or real_softmax(*a, **k))
+    kw = dict(seed=2, progress=False, **SAMPLING)
+    got = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=2, **kw)
+    # layers 0 and 9 (two groups), two batches, four evaluations: the logits' own extremes send
+    # some of them back to the fast path
+    assert 1 <= len(softmax_calls) <= 2 * 2 * 4
+    want, margins = reference_counts(pipe, concepts, PROMPTS, seed=2)
+    decisive = {(t, c, h) for t, c, h, m in margins if m > 1e-5}
+    mismatched = [tuple(i) for i in np.argwhere(got != want)]
+    assert not any(i in decisive for i in mismatched) and len(mismatched) <= 4
+    # mixing the two paths per (prompt, head) keeps votes independent of the batch
+    assert np.array_equal(got, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=1, **kw))
+    # and with every head forced onto the exact softmax, the votes are the same
+    monkeypatch.setattr(acc, "_EXP_SAFE", -1.0)
+    exact = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw)
+    assert (exact != got).sum() <= 4
+
+
+@pytest.mark.parametrize("chunk", [1, 2**11, 2**40])
+def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concepts, monkeypatch, chunk):
+    """The float scores (not only their argmax) of a prompt are the same alone, in any batch and
+    whatever the CPU chunk size, so near-ties cannot make votes depend on batching."""
+    import hrv.accumulate as acc
+    from hrv.accumulate import VoteMeasure
+
+    registry = HeadRegistry.from_unet(tiny_pipe.unet)
+    bank = WordBank.build(tiny_pipe, concepts)
+    gen = torch.Generator().manual_seed(0)
+    pixels = [256, 256, 64, 64, 16, 16, 4, 16, 16, 16, 64, 64, 64, 256, 256, 256]  # tiny model, 128 px
+    queries = []  # per layer (5, heads, HW, d)
+    for layer, hw in zip(registry.layers, pixels, strict=True):
+        attn = tiny_pipe.unet.get_submodule(layer.module_name)
+        d = attn.to_q.out_features // attn.heads
+        queries.append(torch.randn((5, attn.heads, hw, d), generator=gen))
+
+    def scores(prompt_ids, rows):
+        measure = VoteMeasure(registry, bank, 2, tiny_pipe.device)
+        measure.set_batch(9, prompt_ids)
+        out = {}
+        members = [
+            (layer, tiny_pipe.unet.get_submodule(layer.module_name), q[rows])
+            for layer, q in zip(registry.layers, queries, strict=True)
+        ]
+        by_shape = {}
+        for m in members:
+            by_shape.setdefault(tuple(m[2].shape), []).append(m)
+        for group_members in by_shape.values():
+            group = measure._group(group_members)
+            s = measure._scores(1, group_members, group)
+            for g, (layer, _, _) in enumerate(group_members):
+                out[layer.position] = s[g]
+        return out
+
+    whole = scores([10, 11, 12, 13, 14], slice(0, 5))
+    monkeypatch.setattr(acc, "_CPU_CHUNK", chunk)
+    alone = scores([12], slice(2, 3))
+    pair = scores([13, 14], slice(3, 5))
+    for pos, s in whole.items():
+        assert torch.equal(s[2:3], alone[pos]), pos
+        assert torch.equal(s[3:5], pair[pos]), pos

@@ -12,6 +12,7 @@ votes for its argmax concept. Votes are reduced on the device into ``counts[t, c
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,8 +80,39 @@ def word_choices(
     return rng.integers(0, n_words, size=(n_evals, n_layers, len(n_words)))
 
 
+# |logit| <= this bound keeps exp(logit) a normal float32 (e^-87 .. e^88), so the softmax needs no
+# max subtraction; heads whose logits may be larger take the exact softmax
+_EXP_SAFE = 80.0
+# the logits of one group of layers scored together stay below this many elements (256 MiB in float32)
+_GROUP_ELEMENTS = 2**26
+# elements of the logits processed at a time on the CPU, per thread (512 KiB in float32)
+_CPU_CHUNK = 2**17
+
+
+@dataclass
+class _Group:
+    """Same-shaped CA layers scored together: their stacked keys and where their votes go."""
+
+    positions: torch.Tensor  # (G,) CA-layer positions
+    keys: torch.Tensor  # (G, rows, heads, d) float32, softmax scale folded in
+    limit: torch.Tensor  # (G, 1, heads): max|q_i| below this keeps every logit within _EXP_SAFE
+    heads: torch.Tensor  # (G * heads,) global head indices
+
+
 class VoteMeasure:
-    """Counts votes ``counts[t, c, h]`` on the device for the prompts of the current batch."""
+    """Counts votes ``counts[t, c, h]`` on the device for the prompts of the current batch.
+
+    The CA processors hand over their conditional-half queries (``record``); when the UNet
+    evaluation ends (``end_evaluation``) the layers are scored in groups of equal shape, a few
+    batched operations per group instead of per layer (on the CPU each operation has a fixed
+    cost of tens of microseconds between the UNet's large kernels). Each head's winner goes to a
+    preallocated (T, B, H) tensor on the device, counted into ``counts`` by ``flush`` after the
+    batch; nothing is copied to the host.
+
+    Token slots have a fixed layout: slot 0 is SOT, then each concept owns as many slots as its
+    longest word has tokens; the chosen word fills the first ones and the rest are padding. So a
+    slot's concept never changes, and every batch composition gives the same columns.
+    """
 
     def __init__(self, registry: HeadRegistry, bank: WordBank, n_evals: int, device, keep_sot: bool = True):
         self.registry = registry
@@ -91,50 +123,53 @@ class VoteMeasure:
         self.counts = torch.zeros(
             (n_evals, self.n_concepts, registry.n_heads), dtype=torch.int64, device=device
         )
-        self._keys: dict[int, torch.Tensor] = {}
-        self._head_base: dict[int, torch.Tensor] = {}
-        self._ones = torch.ones(0, dtype=torch.int64, device=device)  # index_add_ increments, grown per batch
-        self._max_heads = max(layer.heads for layer in registry.layers)
         self.device = device
-        n, _, max_tok = bank.word_tokens.shape
-        # before packing, slot s > 0 belongs to concept (s - 1) // max_tok; slot 0 is SOT (dummy concept n)
-        self._slot_concept = np.array([n] + [c for c in range(n) for _ in range(max_tok)], dtype=np.int64)
-        self._width = 1 + int(bank.n_tokens.max(axis=1).sum())
+        span = bank.n_tokens.max(axis=1)  # slots per concept: its longest word
+        self._start = 1 + np.concatenate([[0], np.cumsum(span)[:-1]])
+        self._width = 1 + int(span.sum())
+        # slots[j, c]: concept c's j-th slot, or slot 0 (SOT, weight 0) where its span is shorter
+        slots = np.zeros((int(span.max()), self.n_concepts), dtype=np.int64)
+        for c in range(self.n_concepts):
+            slots[: span[c], c] = self._start[c] + np.arange(span[c])
+        self._slots = torch.from_numpy(slots).to(device)
+        self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._groups: dict[tuple[int, ...], _Group] = {}
+        self._pending: list[tuple[CALayer, object, torch.Tensor]] = []
+        self._winners = torch.empty(0, dtype=torch.int64, device=device)
 
     def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
-        """Build the token-slot tables of a batch: (T, L, B, slots) indices, weights and mask."""
-        bank, n_layers = self.bank, len(self.registry.layers)
+        """Build the token-slot tables of a batch, each (T, L, B, ...) over the slots."""
+        bank, n_layers, n = self.bank, len(self.registry.layers), self.n_concepts
         choices = np.stack(
             [word_choices(seed, i, self.n_evals, n_layers, bank.n_words) for i in prompt_indices], axis=2
         )  # (T, L, B, N)
-        n = self.n_concepts
-        rows = bank.word_tokens[np.arange(n), choices]  # (T, L, B, N, max_tok)
-        ntok = bank.n_tokens[np.arange(n), choices]  # (T, L, B, N)
         T, L, B = choices.shape[:3]
-        rows = rows.reshape(T, L, B, -1)
-        weights = np.where(rows >= 0, 1.0 / np.repeat(ntok, bank.word_tokens.shape[2], axis=-1), 0.0)
-        sot = np.zeros((T, L, B, 1), dtype=np.int64)
-        idx = np.concatenate([sot, np.maximum(rows, 0)], axis=-1)
-        pad = np.concatenate([np.full((T, L, B, 1), not self.keep_sot), rows < 0], axis=-1)
-        w = np.concatenate([np.zeros((T, L, B, 1)), weights], axis=-1)
-        conc = np.broadcast_to(self._slot_concept, idx.shape)
-        # pack the used slots first and keep a fixed width (SOT + each concept's longest word): fewer
-        # columns than the global longest word times N, and the same for every batch composition,
-        # so that results stay independent of batching
-        take = np.argsort(pad, axis=-1, kind="stable")[..., : self._width]
-        self._idx = torch.from_numpy(np.take_along_axis(idx, take, -1)).to(self.device)
-        pad = np.take_along_axis(pad, take, -1)
-        bias = np.where(pad, -np.inf, 0.0).astype(np.float32)[:, :, :, None, None, :]
-        self._bias = torch.from_numpy(bias).to(self.device)  # (T, L, B, 1, 1, slots)
-        self._w = torch.from_numpy(np.take_along_axis(w, take, -1).astype(np.float32)).to(self.device)
-        if self._ones.numel() < B * self._max_heads:
-            self._ones = torch.ones(B * self._max_heads, dtype=torch.int64, device=self.device)
-        self._conc = torch.from_numpy(np.take_along_axis(conc, take, -1)).to(self.device)
+        idx = np.zeros((T, L, B, self._width), dtype=np.int64)  # bank rows; padding reads row 0
+        weight = np.zeros((T, L, B, self._width), dtype=np.float32)
+        used = np.zeros((T, L, B, self._width), dtype=bool)
+        used[..., 0] = self.keep_sot
+        for c in range(n):
+            rows = bank.word_tokens[c][choices[..., c]]  # (T, L, B, max_tok), -1 = padding
+            ntok = bank.n_tokens[c][choices[..., c]]  # (T, L, B)
+            for j in range(int(bank.n_tokens[c].max())):
+                slot = self._start[c] + j
+                real = rows[..., j] >= 0
+                idx[..., slot] = np.maximum(rows[..., j], 0)
+                used[..., slot] = real
+                weight[..., slot] = np.where(real, 1.0 / ntok, 0.0)  # a word's score: mean of its tokens
+        to = dict(device=self.device)
+        self._idx = torch.from_numpy(idx).to(**to)
+        self._keep = torch.from_numpy(used.astype(np.float32)[..., None]).to(**to)  # (T, L, B, slots, 1)
+        bias = np.where(used, 0.0, -np.inf).astype(np.float32)[:, :, :, None, None, :]
+        self._bias = torch.from_numpy(bias).to(**to)  # (T, L, B, 1, 1, slots)
+        self._weight = torch.from_numpy(weight[:, :, :, None, :]).to(**to)  # (T, L, B, 1, slots)
+        self._winners = torch.full((T, B, self.registry.n_heads), -1, dtype=torch.int64, **to)
 
-    def _layer_keys(self, attn, layer: CALayer) -> torch.Tensor:
-        """(rows, heads, d) float32 keys of every bank row, with the softmax scale folded in."""
-        keys = self._keys.get(layer.position)
-        if keys is None:
+    def _layer_keys(self, attn, layer: CALayer) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, heads, d) float32 keys of every bank row, softmax scale folded in, and each head's
+        largest key norm (heads,)."""
+        cached = self._keys.get(layer.position)
+        if cached is None:
             with torch.no_grad():
                 emb = self.bank.embeddings.to(device=self.device, dtype=attn.to_k.weight.dtype)
                 if attn.norm_cross:
@@ -144,37 +179,120 @@ class VoteMeasure:
                 if attn.norm_k is not None:
                     keys = attn.norm_k(keys.transpose(0, 1)).transpose(0, 1)
             keys = keys.float() * attn.scale
-            self._keys[layer.position] = keys
-            self._head_base[layer.position] = layer.offset + torch.arange(attn.heads, device=self.device)
-        return keys
+            cached = (keys, torch.linalg.vector_norm(keys, dim=-1).amax(dim=0))
+            self._keys[layer.position] = cached
+        return cached
 
-    def vote(self, attn, layer: CALayer, query: torch.Tensor, t: int) -> None:
-        """query: (B, heads, HW, d) of the conditional half.
+    def _group(self, members: list[tuple[CALayer, object, torch.Tensor]]) -> _Group:
+        key = tuple(layer.position for layer, _, _ in members)
+        group = self._groups.get(key)
+        if group is None:
+            keys, norms = zip(*(self._layer_keys(attn, layer) for layer, attn, _ in members), strict=True)
+            d = keys[0].shape[-1]
+            group = _Group(
+                positions=torch.tensor(key, device=self.device),
+                keys=torch.stack(keys),
+                limit=(_EXP_SAFE / (math.sqrt(d) * torch.stack(norms)))[:, None, :],
+                heads=torch.cat([torch.arange(m.offset, m.offset + m.heads) for m, _, _ in members]).to(
+                    self.device
+                ),
+            )
+            self._groups[key] = group
+        return group
 
-        The scale is folded into the cached keys and padding is an additive -inf bias, so the
-        only full-size operations are the product, the bias, the softmax and the spatial sum
-        (on the CPU ``masked_fill`` cost about as much as the softmax, a separate scaling a quarter).
-        """
-        pos = layer.position
-        keys = self._layer_keys(attn, layer)
-        k = keys[self._idx[t, pos]].permute(0, 2, 3, 1)  # (B, heads, d, slots)
-        logits = torch.matmul(query.float(), k)  # (B, heads, HW, slots), already scaled
-        logits += self._bias[t, pos]  # -inf on padding slots (and on SOT when it is left out)
-        # sum over pixels (the spec's mean up to the constant 1/HW, which leaves the argmax alone)
-        probs = torch.softmax(logits, dim=-1).sum(dim=2)  # (B, heads, slots)
-        probs *= self._w[t, pos][:, None, :]
-        B, heads, slots = probs.shape
-        scores = torch.zeros((B, heads, self.n_concepts + 1), dtype=probs.dtype, device=probs.device)
-        scores.scatter_add_(2, self._conc[t, pos][:, None, :].expand(B, heads, slots), probs)
-        winner = scores[:, :, : self.n_concepts].argmax(dim=-1)  # (B, heads)
-        # flat index of counts[t, winner, offset + head]
-        flat = (
-            winner.mul_(self.registry.n_heads)
-            .add_(self._head_base[pos])
-            .add_(t * self.n_concepts * self.registry.n_heads)
+    def record(self, attn, layer: CALayer, query: torch.Tensor) -> None:
+        """Called by the CA processor: query (B, heads, HW, d) of the conditional half."""
+        self._pending.append((layer, attn, query))
+
+    def end_evaluation(self, t: int) -> None:
+        """Score the layers recorded during UNet evaluation ``t``, in groups of equal shape."""
+        shapes: dict[tuple, list] = {}
+        for member in self._pending:
+            shapes.setdefault((tuple(member[2].shape), member[2].dtype), []).append(member)
+        self._pending = []
+        for (shape, _), members in shapes.items():
+            per_layer = math.prod(shape[:3]) * self._width
+            size = max(1, _GROUP_ELEMENTS // per_layer)
+            for i in range(0, len(members), size):
+                self._vote(t, members[i : i + size])
+
+    def _vote(self, t: int, members: list[tuple[CALayer, object, torch.Tensor]]) -> None:
+        """Each head's argmax concept for a group of same-shaped layers, into ``_winners[t]``."""
+        group = self._group(members)
+        winners = self._scores(t, members, group).argmax(dim=-1)  # (G, B, heads)
+        G, B, heads = winners.shape
+        self._winners[t][:, group.heads] = winners.permute(1, 0, 2).reshape(B, G * heads)
+
+    def _scores(
+        self, t: int, members: list[tuple[CALayer, object, torch.Tensor]], group: _Group
+    ) -> torch.Tensor:
+        """(G, B, heads, N) concept scores of a group of same-shaped layers at evaluation ``t``."""
+        q = torch.stack([query for _, _, query in members]).float()  # (G, B, heads, HW, d)
+        G, B, heads, hw, d = q.shape
+        pos = group.positions
+        idx = self._idx[t].index_select(0, pos)  # (G, B, slots)
+        layer_ids = torch.arange(G, device=self.device)[:, None, None]
+        k = group.keys[layer_ids, idx].permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
+        safe = q.abs().amax(dim=(3, 4)) <= group.limit  # (G, B, heads), see _pixel_sums
+        n, width = G * B, self._width
+        args = (
+            q.view(n, heads, hw, d),
+            k.reshape(n, heads, d, width),
+            self._keep[t].index_select(0, pos).view(n, 1, width, 1),
+            self._bias[t].index_select(0, pos).view(n, 1, 1, width),
+            safe.view(n, heads),
         )
-        flat = flat.view(-1)
-        self.counts.view(-1).index_add_(0, flat, self._ones[: flat.numel()])
+        # on the CPU the (chunk, heads, HW, slots) logits are sized to stay in the cores' L2 caches
+        # through their four passes (tiny model, 1 thread: the vote took 20% less time)
+        chunk = _CPU_CHUNK * torch.get_num_threads()
+        step = max(1, chunk // (heads * hw * width)) if q.device.type == "cpu" else n
+        probs = torch.cat([self._pixel_sums(*(a[i : i + step] for a in args)) for i in range(0, n, step)])
+        probs = probs.view(G, B, heads, width) * self._weight[t].index_select(0, pos)
+        # a concept's score: its slots added in a fixed order (bitwise the same on every device and
+        # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)
+        scores = probs[..., self._slots[0]]
+        for row in self._slots[1:]:
+            scores = scores + probs[..., row]
+        return scores
+
+    @staticmethod
+    def _pixel_sums(q, k, keep, bias, safe) -> torch.Tensor:
+        """(n, heads, slots): the softmax over the used slots, summed over pixels (the spec's mean up
+        to the constant 1/HW, which leaves the argmax alone).
+
+        Where every logit is at most ``_EXP_SAFE`` in magnitude (Cauchy-Schwarz on the largest query
+        entry and key norm, else the logits' own extremes), exp cannot overflow or go subnormal,
+        so the softmax is exp, a masked sum over the slots and a product with the reciprocal sums:
+        three passes over the logits instead of a softmax, a sum and a mask (on the CPU the row-wise
+        softmax over ~45 slots cost 5x an exp). Other heads take the exact softmax, chosen per
+        batch element and head, so a prompt's votes never depend on its batch. Every product has
+        a batch dimension of at least ``heads``: CPU BLAS rounds a batch of one differently.
+        """
+        logits = torch.matmul(q, k)  # (n, heads, HW, slots), already scaled
+        exact = None
+        if not bool(safe.all()):
+            lo, hi = torch.aminmax(logits.flatten(2), dim=-1)
+            safe = torch.maximum(hi, -lo) <= _EXP_SAFE
+            if not bool(safe.all()):
+                exact = torch.softmax(logits + bias, dim=-1).sum(dim=2)
+        e = logits.exp_()
+        z = torch.matmul(e, keep)  # (n, heads, HW, 1): padding left out of the sums
+        probs = torch.matmul(z.transpose(-1, -2).reciprocal_(), e).squeeze(2)
+        return probs if exact is None else torch.where(safe[..., None], probs, exact)
+
+    def flush(self) -> None:
+        """Add the batch's votes to ``counts`` (on the device, one scatter for the whole batch)."""
+        if self._pending:
+            raise RuntimeError("queries were recorded after the last UNet evaluation ended")
+        T, B, H = self._winners.shape
+        if bool((self._winners < 0).any()):
+            raise RuntimeError("a cross-attention layer did not vote at some UNet evaluation")
+        n = self.n_concepts
+        heads = torch.arange(H, device=self.device)
+        base = (torch.arange(T, device=self.device) * (n * H))[:, None, None]
+        flat = (self._winners * H + heads + base).view(-1)
+        self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+        self._winners.fill_(-1)
 
 
 def n_unet_evaluations(pipe, steps: int) -> int:
@@ -234,6 +352,7 @@ def accumulate(
             )
             if controller.step != n_evals:
                 raise RuntimeError(f"expected {n_evals} UNet evaluations, counted {controller.step}")
+            measure.flush()
             bar.update(len(batch))
     bar.close()
     return measure.counts.cpu().numpy()

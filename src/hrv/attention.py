@@ -1,4 +1,4 @@
-"""The cross-attention processor: normal output, HRV votes and head interventions in one pass.
+"""The cross-attention processor: normal output, the queries HRV votes need, and head interventions.
 
 Only the ``attn2`` (cross-attention) modules get this processor; self attention keeps diffusers'
 fused-kernel processor. The normal output is computed with ``scaled_dot_product_attention``
@@ -45,7 +45,7 @@ class Controller:
     registry: HeadRegistry
     guidance: bool = True  # batch = [unconditional, conditional] halves
     step: int = 0  # index of the current UNet evaluation
-    measure: object | None = None  # a VoteMeasure (hrv.accumulate)
+    measure: object | None = None  # a VoteMeasure (hrv.accumulate): record(), end_evaluation()
     intervention: Intervention | None = None
     capture: Callable[[CALayer, int, torch.Tensor], None] | None = field(default=None)  # tests/plots
     # explicit attention one batch element at a time: CPU matmuls pick kernels by batch size (a
@@ -128,7 +128,7 @@ class CrossAttnProcessor:
         # conditional half: the second half of the batch under classifier-free guidance
         cond = slice(batch_size // 2, batch_size) if ctl.guidance else slice(0, batch_size)
         if ctl.measure is not None:
-            ctl.measure.vote(attn, self.layer, query[cond], ctl.step)
+            ctl.measure.record(attn, self.layer, query[cond])
         factors = ctl.layer_factors(self.layer)
         if factors is not None or ctl.capture is not None:
             q, k, v = query[cond], key[cond], value[cond]
@@ -165,6 +165,8 @@ def installed(unet: torch.nn.Module, controller: Controller) -> Iterator[Control
         module.set_processor(CrossAttnProcessor(controller, layer))
 
     def count(_module, _args, _output):
+        if controller.measure is not None:
+            controller.measure.end_evaluation(controller.step)
         controller.step += 1
 
     handle = unet.register_forward_hook(count)

@@ -293,3 +293,15 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concept
     for pos, s in whole.items():
         assert torch.equal(s[2:3], alone[pos]), pos
         assert torch.equal(s[3:5], pair[pos]), pos
+
+
+def test_an_unexpected_extra_unet_evaluation_is_a_clear_error(tiny_pipe, concepts):
+    from hrv.accumulate import VoteMeasure
+
+    registry = HeadRegistry.from_unet(tiny_pipe.unet)
+    measure = VoteMeasure(registry, WordBank.build(tiny_pipe, concepts), 4, tiny_pipe.device)
+    measure.set_batch(0, [0])
+    with pytest.raises(RuntimeError, match="UNet evaluation 4 is beyond the 4"):
+        measure.end_evaluation(4)
+    with pytest.raises(RuntimeError, match="did not vote"):
+        measure.flush()

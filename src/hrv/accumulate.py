@@ -206,6 +206,12 @@ class VoteMeasure:
 
     def end_evaluation(self, t: int) -> None:
         """Score the layers recorded during UNet evaluation ``t``, in groups of equal shape."""
+        if not 0 <= t < self.n_evals:
+            self._pending = []
+            raise RuntimeError(
+                f"UNet evaluation {t} is beyond the {self.n_evals} this sampling was expected to make: "
+                "the scheduler's step count differs from hrv.accumulate.n_unet_evaluations"
+            )
         shapes: dict[tuple, list] = {}
         for member in self._pending:
             shapes.setdefault((tuple(member[2].shape), member[2].dtype), []).append(member)

@@ -94,6 +94,7 @@ class _Group:
     """Same-shaped CA layers scored together: their stacked keys and where their votes go."""
 
     positions: torch.Tensor  # (G,) CA-layer positions
+    members: torch.Tensor  # (G, 1, 1): 0 .. G-1, to gather each member's keys
     keys: torch.Tensor  # (G, rows, heads, d) float32, softmax scale folded in
     limit: torch.Tensor  # (G, 1, heads): max|q_i| below this keeps every logit within _EXP_SAFE
     heads: torch.Tensor  # (G * heads,) global head indices
@@ -191,6 +192,7 @@ class VoteMeasure:
             d = keys[0].shape[-1]
             group = _Group(
                 positions=torch.tensor(key, device=self.device),
+                members=torch.arange(len(key), device=self.device)[:, None, None],
                 keys=torch.stack(keys),
                 limit=(_EXP_SAFE / (math.sqrt(d) * torch.stack(norms)))[:, None, :],
                 heads=torch.cat([torch.arange(m.offset, m.offset + m.heads) for m, _, _ in members]).to(
@@ -237,8 +239,7 @@ class VoteMeasure:
         G, B, heads, hw, d = q.shape
         pos = group.positions
         idx = self._idx[t].index_select(0, pos)  # (G, B, slots)
-        layer_ids = torch.arange(G, device=self.device)[:, None, None]
-        k = group.keys[layer_ids, idx].permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
+        k = group.keys[group.members, idx].permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
         safe = q.abs().amax(dim=(3, 4)) <= group.limit  # (G, B, heads), see _pixel_sums
         n, width = G * B, self._width
         args = (

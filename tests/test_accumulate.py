@@ -249,12 +249,21 @@ def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch
     monkeypatch.setattr(acc, "_EXP_SAFE", -1.0)
     exact = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw)
     assert (exact != got).sum() <= 4
+    # as on a GPU, where every head takes the exact softmax without a per-group host sync
+    monkeypatch.setattr(acc, "_EXP_SAFE", 80.0)
+    monkeypatch.setattr(acc, "exp_path", lambda device: False)
+    softmax_calls.clear()
+    gpu_like = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=2, **kw)
+    assert len(softmax_calls) == 2 * 4 * 4  # all four groups, four evaluations, two batches
+    assert (gpu_like != got).sum() <= 4
+    assert np.array_equal(gpu_like, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw))
 
 
-@pytest.mark.parametrize("chunk", [1, 2**11, 2**40])
-def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concepts, monkeypatch, chunk):
+@pytest.mark.parametrize(("chunk", "exp"), [(1, True), (2**11, True), (2**40, True), (2**40, False)])
+def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concepts, monkeypatch, chunk, exp):
     """The float scores (not only their argmax) of a prompt are the same alone, in any batch and
-    whatever the CPU chunk size, so near-ties cannot make votes depend on batching."""
+    whatever the CPU chunk size, on the exp path and on the exact one (the GPU's), so near-ties
+    cannot make votes depend on batching."""
     import hrv.accumulate as acc
     from hrv.accumulate import VoteMeasure
 
@@ -286,6 +295,7 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concept
                 out[layer.position] = s[g]
         return out
 
+    monkeypatch.setattr(acc, "exp_path", lambda device: exp)
     whole = scores([10, 11, 12, 13, 14], slice(0, 5))
     monkeypatch.setattr(acc, "_CPU_CHUNK", chunk)
     alone = scores([12], slice(2, 3))

@@ -89,6 +89,16 @@ _GROUP_ELEMENTS = 2**26
 _CPU_CHUNK = 2**17
 
 
+def exp_path(device: torch.device) -> bool:
+    """Whether votes on ``device`` use the exp path where logits are bounded (see ``_pixel_sums``).
+
+    Only on the CPU, where the row-wise softmax over ~45 slots is slow. On a GPU the fused softmax
+    is cheap, and choosing per head would need a host synchronisation per group of layers, which
+    stalls the kernel queue; there every head takes the exact softmax, as before.
+    """
+    return device.type == "cpu"
+
+
 @dataclass
 class _Group:
     """Same-shaped CA layers scored together: their stacked keys and where their votes go."""
@@ -240,20 +250,19 @@ class VoteMeasure:
         pos = group.positions
         idx = self._idx[t].index_select(0, pos)  # (G, B, slots)
         k = group.keys[group.members, idx].permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
-        safe = q.abs().amax(dim=(3, 4)) <= group.limit  # (G, B, heads), see _pixel_sums
         n, width = G * B, self._width
-        args = (
-            q.view(n, heads, hw, d),
-            k.reshape(n, heads, d, width),
-            self._keep[t].index_select(0, pos).view(n, 1, width, 1),
-            self._bias[t].index_select(0, pos).view(n, 1, 1, width),
-            safe.view(n, heads),
-        )
-        # on the CPU the (chunk, heads, HW, slots) logits are sized to stay in the cores' L2 caches
-        # through their four passes (tiny model, 1 thread: the vote took 20% less time)
-        chunk = _CPU_CHUNK * torch.get_num_threads()
-        step = max(1, chunk // (heads * hw * width)) if q.device.type == "cpu" else n
-        probs = torch.cat([self._pixel_sums(*(a[i : i + step] for a in args)) for i in range(0, n, step)])
+        q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
+        bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)
+        if not exp_path(q.device):
+            probs = torch.softmax(torch.matmul(q, k) + bias, dim=-1).sum(dim=2)
+        else:
+            keep = self._keep[t].index_select(0, pos).view(n, 1, width, 1)
+            safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(n, heads)
+            # the (chunk, heads, HW, slots) logits are sized to stay in the cores' L2 caches through
+            # their four passes (tiny model, 1 thread: the vote took 20% less time)
+            step = max(1, _CPU_CHUNK * torch.get_num_threads() // (heads * hw * width))
+            args = (q, k, keep, bias, safe)
+            probs = torch.cat([self._pixel_sums(*(a[i : i + step] for a in args)) for i in range(0, n, step)])
         probs = probs.view(G, B, heads, width) * self._weight[t].index_select(0, pos)
         # a concept's score: its slots added in a fixed order (bitwise the same on every device and
         # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)

@@ -285,10 +285,7 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concept
             (layer, tiny_pipe.unet.get_submodule(layer.module_name), q[rows])
             for layer, q in zip(registry.layers, queries, strict=True)
         ]
-        by_shape = {}
-        for m in members:
-            by_shape.setdefault(tuple(m[2].shape), []).append(m)
-        for group_members in by_shape.values():
+        for group_members in measure._same_shaped(members):
             group = measure._group(group_members)
             s = measure._scores(1, group_members, group)
             for g, (layer, _, _) in enumerate(group_members):

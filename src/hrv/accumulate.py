@@ -224,15 +224,22 @@ class VoteMeasure:
                 f"UNet evaluation {t} is beyond the {self.n_evals} this sampling was expected to make: "
                 "the scheduler's step count differs from hrv.accumulate.n_unet_evaluations"
             )
+        pending, self._pending = self._pending, []
+        for members in self._same_shaped(pending):
+            self._vote(t, members)
+
+    def _same_shaped(
+        self, members: list[tuple[CALayer, object, torch.Tensor]]
+    ) -> list[list[tuple[CALayer, object, torch.Tensor]]]:
+        """The recorded layers in groups of equal query shape, each below ``_GROUP_ELEMENTS`` logits."""
         shapes: dict[tuple, list] = {}
-        for member in self._pending:
+        for member in members:
             shapes.setdefault((tuple(member[2].shape), member[2].dtype), []).append(member)
-        self._pending = []
-        for (shape, _), members in shapes.items():
-            per_layer = math.prod(shape[:3]) * self._width
-            size = max(1, _GROUP_ELEMENTS // per_layer)
-            for i in range(0, len(members), size):
-                self._vote(t, members[i : i + size])
+        groups = []
+        for (shape, _), same in shapes.items():
+            size = max(1, _GROUP_ELEMENTS // (math.prod(shape[:3]) * self._width))
+            groups += [same[i : i + size] for i in range(0, len(same), size)]
+        return groups
 
     def _vote(self, t: int, members: list[tuple[CALayer, object, torch.Tensor]]) -> None:
         """Each head's argmax concept for a group of same-shaped layers, into ``_winners[t]``."""
@@ -254,7 +261,7 @@ class VoteMeasure:
         q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
         bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)
         if not exp_path(q.device):
-            probs = torch.softmax(torch.matmul(q, k) + bias, dim=-1).sum(dim=2)
+            probs = self._softmax_sums(torch.matmul(q, k), bias)
         else:
             keep = self._keep[t].index_select(0, pos).view(n, 1, width, 1)
             safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(n, heads)
@@ -270,6 +277,11 @@ class VoteMeasure:
         for row in self._slots[1:]:
             scores = scores + probs[..., row]
         return scores
+
+    @staticmethod
+    def _softmax_sums(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """The exact path: softmax over the slots (padding at -inf), summed over pixels."""
+        return torch.softmax(logits + bias, dim=-1).sum(dim=2)
 
     @staticmethod
     def _pixel_sums(q, k, keep, bias, safe) -> torch.Tensor:
@@ -290,7 +302,7 @@ class VoteMeasure:
             lo, hi = torch.aminmax(logits.flatten(2), dim=-1)
             safe = torch.maximum(hi, -lo) <= _EXP_SAFE
             if not bool(safe.all()):
-                exact = torch.softmax(logits + bias, dim=-1).sum(dim=2)
+                exact = VoteMeasure._softmax_sums(logits, bias)
         e = logits.exp_()
         z = torch.matmul(e, keep)  # (n, heads, HW, 1): padding left out of the sums
         probs = torch.matmul(z.transpose(-1, -2).reciprocal_(), e).squeeze(2)

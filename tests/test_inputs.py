@@ -52,6 +52,33 @@ def test_prompt_errors_and_shards(tmp_path):
     assert [len(r) for r in shard_ranges(7, shard_size=3)] == [3, 3, 1]
 
 
+def test_shards_are_made_of_whole_batches():
+    """Prompt i always runs in the batch [i // b * b, +b), however many shards: on a GPU the batch's
+    composition (not only its size) can change a prompt's rounding."""
+    for n in range(1, 24):
+        for b in range(1, 6):
+            batches = -(-n // b)
+            for shards in range(1, batches + 1):
+                ranges = shard_ranges(n, shards=shards, batch_size=b)
+                assert len(ranges) == shards and all(len(r) for r in ranges)
+                assert [i for r in ranges for i in r] == list(range(n))
+                assert all(r.start % b == 0 for r in ranges)
+                sizes = [-(-len(r) // b) for r in ranges]  # batches per shard: nearly equal
+                assert max(sizes) - min(sizes) <= 1
+    assert [list(r) for r in shard_ranges(10, shards=3, batch_size=4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    with pytest.raises(
+        HRVInputError,
+        match=r"hrv.shards = 4 is larger than the number of batches \(10 prompts in batches of 4: 3\); set hrv.shards to at most 3",
+    ):
+        shard_ranges(10, shards=4, batch_size=4)
+    with pytest.raises(
+        HRVInputError,
+        match=r"hrv.shard_size = 10 is not a multiple of hrv.batch_size = 4; make it one \(e.g. 12\)",
+    ):
+        shard_ranges(30, shard_size=10, batch_size=4)
+    assert [len(r) for r in shard_ranges(30, shard_size=12, batch_size=4)] == [12, 12, 6]
+
+
 def test_model_errors(tmp_path):
     with pytest.raises(HRVInputError, match="model folder .*/nothing-here does not exist"):
         load_pipeline(str(tmp_path / "nothing-here"))

@@ -13,7 +13,9 @@ def shard_plan(hrv_cfg: dict[str, Any], root: str | Path = ".") -> list[list[tup
     """The prompts of each shard as (prompt index, text) pairs, from the config's hrv sub-tree."""
     root = Path(root)
     prompts = read_prompts([root / p for p in hrv_cfg["prompts"]], hrv_cfg.get("max_prompts"))
-    ranges = shard_ranges(len(prompts), hrv_cfg.get("shards"), hrv_cfg.get("shard_size"))
+    ranges = shard_ranges(
+        len(prompts), hrv_cfg.get("shards"), hrv_cfg.get("shard_size"), hrv_cfg.get("batch_size", 1)
+    )
     return [[(i, prompts[i]) for i in r] for r in ranges]
 
 

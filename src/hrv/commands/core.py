@@ -40,7 +40,7 @@ def _accumulate(args) -> int:
     from hrv.steps import run_shard
 
     prompts = read_prompts(args.prompts, args.max_prompts)
-    ranges = shard_ranges(len(prompts), args.shards)
+    ranges = shard_ranges(len(prompts), args.shards, batch_size=args.batch_size)
     if not 0 <= args.shard < len(ranges):
         from hrv.errors import HRVInputError
 

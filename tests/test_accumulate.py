@@ -14,6 +14,7 @@ from hrv.accumulate import WordBank, accumulate, word_choices
 from hrv.attention import Controller, installed
 from hrv.concepts import ConceptSet
 from hrv.determinism import make_batch_invariant
+from hrv.errors import HRVInputError
 from hrv.heads import HeadRegistry
 from hrv.models import initial_latents
 
@@ -141,6 +142,46 @@ def test_shard_and_batch_invariance(tiny_pipe, concepts):
     assert np.array_equal(batched, again)
 
 
+def test_strict_invariance_runs_every_dense_layer_and_convolution_per_sample(tiny_model_dir, concepts):
+    """``strict`` (for GPUs, whose kernels depend on the batch size) computes each batch element on
+    its own. The CPU shows the difference too: a convolution over a batch of one rounds differently
+    from the same rows in a larger batch, unless each sample runs alone."""
+    from hrv.models import load_pipeline
+
+    pipe = load_pipeline(tiny_model_dir, device="cpu", dtype="float32")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((4, 4, 16, 16), generator=gen)
+    emb = torch.randn((4, 77, pipe.unet.config.cross_attention_dim), generator=gen)
+
+    def alone_equals_batched() -> bool:
+        with torch.no_grad():
+            whole = pipe.unet(x, 500, encoder_hidden_states=emb).sample
+            return all(
+                torch.equal(
+                    whole[i : i + 1],
+                    pipe.unet(x[i : i + 1], 500, encoder_hidden_states=emb[i : i + 1]).sample,
+                )
+                for i in range(4)
+            )
+
+    make_batch_invariant(pipe)
+    assert not alone_equals_batched()  # what strict mode is for (shown here by the CPU's batch of one)
+    make_batch_invariant(pipe, strict=True)
+    assert alone_equals_batched()
+    make_batch_invariant(pipe)  # idempotent: a later default call keeps the stricter patches
+    assert alone_equals_batched()
+
+    kw = dict(seed=3, progress=False, batch_invariant="strict", **SAMPLING)
+    one = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=1, **kw)
+    assert np.array_equal(one, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw))
+    ref, _ = reference_counts(pipe, concepts, PROMPTS, seed=3)
+    assert (ref != one).sum() <= 4  # the float64 reference, up to near-ties
+    with pytest.raises(HRVInputError, match="hrv.batch_invariant must be true, false or strict, got 'yes'"):
+        accumulate(
+            pipe, concepts, PROMPTS, range(1), batch_invariant="yes", seed=0, progress=False, **SAMPLING
+        )
+
+
 def test_word_choices_are_a_function_of_their_arguments():
     n_words = np.array([10, 3, 1])
     a = word_choices(7, 12, 5, 4, n_words)
@@ -259,8 +300,19 @@ def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch
     assert np.array_equal(gpu_like, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw))
 
 
-@pytest.mark.parametrize(("chunk", "exp"), [(1, True), (2**11, True), (2**40, True), (2**40, False)])
-def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concepts, monkeypatch, chunk, exp):
+@pytest.mark.parametrize(
+    ("chunk", "exp", "strict"),
+    [
+        (1, True, False),
+        (2**11, True, False),
+        (2**40, True, False),
+        (2**40, False, False),
+        (2**40, False, True),
+    ],
+)
+def test_scores_are_bitwise_independent_of_batch_and_chunking(
+    tiny_pipe, concepts, monkeypatch, chunk, exp, strict
+):
     """The float scores (not only their argmax) of a prompt are the same alone, in any batch and
     whatever the CPU chunk size, on the exp path and on the exact one (the GPU's), so near-ties
     cannot make votes depend on batching."""
@@ -278,7 +330,7 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(tiny_pipe, concept
         queries.append(torch.randn((5, attn.heads, hw, d), generator=gen))
 
     def scores(prompt_ids, rows):
-        measure = VoteMeasure(registry, bank, 2, tiny_pipe.device)
+        measure = VoteMeasure(registry, bank, 2, tiny_pipe.device, strict=strict)
         measure.set_batch(9, prompt_ids)
         out = {}
         members = [

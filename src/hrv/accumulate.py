@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from hrv.attention import Controller, installed
 from hrv.concepts import ConceptSet
 from hrv.determinism import make_batch_invariant
+from hrv.errors import HRVInputError
 from hrv.heads import CALayer, HeadRegistry
 from hrv.models import initial_latents
 
@@ -123,13 +124,26 @@ class VoteMeasure:
     Token slots have a fixed layout: slot 0 is SOT, then each concept owns as many slots as its
     longest word has tokens; the chosen word fills the first ones and the rest are padding. So a
     slot's concept never changes, and every batch composition gives the same columns.
+
+    ``strict``: on a GPU each batch element's product and pixel sums run on their own, so the same
+    kernels run whatever the batch (cuBLAS and the reduction kernels choose by shape; on an H200 the
+    batched product at 4096 pixels rounded differently in a batch than alone).
     """
 
-    def __init__(self, registry: HeadRegistry, bank: WordBank, n_evals: int, device, keep_sot: bool = True):
+    def __init__(
+        self,
+        registry: HeadRegistry,
+        bank: WordBank,
+        n_evals: int,
+        device,
+        keep_sot: bool = True,
+        strict: bool = False,
+    ):
         self.registry = registry
         self.bank = bank
         self.n_evals = n_evals
         self.keep_sot = keep_sot
+        self.strict = strict
         self.n_concepts = bank.word_tokens.shape[0]
         self.counts = torch.zeros(
             (n_evals, self.n_concepts, registry.n_heads), dtype=torch.int64, device=device
@@ -260,7 +274,13 @@ class VoteMeasure:
         n, width = G * B, self._width
         q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
         bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)
-        if not exp_path(q.device):
+        if not exp_path(q.device) and self.strict:
+            sums = [
+                self._softmax_sums(torch.matmul(q[i : i + 1], k[i : i + 1]), bias[i : i + 1])
+                for i in range(n)
+            ]
+            probs = torch.cat(sums)
+        elif not exp_path(q.device):
             probs = self._softmax_sums(torch.matmul(q, k), bias)
         else:
             keep = self._keep[t].index_select(0, pos).view(n, 1, width, 1)
@@ -343,24 +363,30 @@ def accumulate(
     width: int,
     batch_size: int = 1,
     keep_sot: bool = True,
-    batch_invariant: bool = True,
+    batch_invariant: bool | str = True,
     progress: bool = True,
     desc: str = "HRV votes",
     bank: WordBank | None = None,
 ) -> np.ndarray:
     """Votes of the prompts ``prompts[i]`` for ``i`` in ``indices``: int64 array (T, N, H).
 
+    ``batch_invariant``: True makes a prompt's votes independent of its batch bit for bit on the
+    CPU (on a GPU up to rare near-ties); "strict" on a GPU too, at a cost (every linear layer,
+    convolution and vote product one batch element at a time); False leaves the model as loaded.
     ``bank`` (``WordBank.build(pipe, concepts)``) can be passed to reuse the encoded
     concept-words across calls; building it is a one-off cost per call otherwise.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_invariant not in (True, False, "strict"):
+        raise HRVInputError(f"hrv.batch_invariant must be true, false or strict, got {batch_invariant!r}")
+    strict = batch_invariant == "strict"
     if batch_invariant:
-        make_batch_invariant(pipe)
+        make_batch_invariant(pipe, strict=strict)
     registry = HeadRegistry.from_unet(pipe.unet)
     bank = bank if bank is not None else WordBank.build(pipe, concepts)
     n_evals = n_unet_evaluations(pipe, steps)
-    measure = VoteMeasure(registry, bank, n_evals, pipe.device, keep_sot=keep_sot)
+    measure = VoteMeasure(registry, bank, n_evals, pipe.device, keep_sot=keep_sot, strict=strict)
     controller = Controller(registry, guidance=guidance_scale > 1.0, measure=measure)
     indices = list(indices)
     bar = tqdm(total=len(indices), desc=desc, unit="prompt", disable=not progress)

@@ -26,7 +26,7 @@ def run_shard(
     sampling: dict[str, Any],
     batch_size: int = 1,
     keep_sot: bool = True,
-    batch_invariant: bool = True,
+    batch_invariant: bool | str = True,
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,

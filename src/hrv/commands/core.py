@@ -61,6 +61,7 @@ def _accumulate(args) -> int:
         sampling=sampling,
         batch_size=args.batch_size,
         keep_sot=not args.no_sot,
+        batch_invariant={"true": True, "false": False}.get(args.batch_invariant, args.batch_invariant),
         device=args.device,
         dtype=args.dtype,
     )
@@ -127,6 +128,12 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-sot", action="store_true", help="leave the SOT embedding out of the softmax")
+    p.add_argument(
+        "--batch-invariant",
+        choices=["true", "false", "strict"],
+        default="true",
+        help="votes independent of the batch: bitwise on CPU (true), on GPU too at a cost (strict)",
+    )
     p.add_argument("--out", required=True)
     add_sampling_args(p)
     p.set_defaults(func=_accumulate)

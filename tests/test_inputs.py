@@ -109,6 +109,15 @@ def test_schema_names_the_bad_key(root):
     cfg["hrv"]["shards"] = "three"
     with pytest.raises(HRVInputError, match="config key hrv.shards: 'three' is not of type 'integer'"):
         validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")
+    cfg["hrv"]["shards"] = 3
+    cfg["hrv"]["batch_invariant"] = "yes"
+    with pytest.raises(HRVInputError, match="config key hrv.batch_invariant: 'yes' is not one of"):
+        validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")
+    cfg["hrv"]["batch_invariant"] = "strict"
+    assert (
+        validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")["hrv"]["batch_invariant"]
+        == "strict"
+    )
     cfg = {"run": "x", "model": "tiny", "sampling": {"steps": 4, "stepz": 3}}
     with pytest.raises(HRVInputError, match="stepz"):
         validate(resolve(cfg), root / "workflow/schemas/config.schema.yaml")

@@ -105,8 +105,8 @@ class _Group:
     """Same-shaped CA layers scored together: their stacked keys and where their votes go."""
 
     positions: torch.Tensor  # (G,) CA-layer positions
-    members: torch.Tensor  # (G, 1, 1): 0 .. G-1, to gather each member's keys
-    keys: torch.Tensor  # (G, rows, heads, d) float32, softmax scale folded in
+    offsets: torch.Tensor  # (G, 1, 1): where each member's keys start in ``keys``
+    keys: torch.Tensor  # (G * rows, heads, d) float32, softmax scale folded in
     limit: torch.Tensor  # (G, 1, heads): max|q_i| below this keeps every logit within _EXP_SAFE
     heads: torch.Tensor  # (G * heads,) global head indices
 
@@ -213,11 +213,11 @@ class VoteMeasure:
         group = self._groups.get(key)
         if group is None:
             keys, norms = zip(*(self._layer_keys(attn, layer) for layer, attn, _ in members), strict=True)
-            d = keys[0].shape[-1]
+            rows, _, d = keys[0].shape
             group = _Group(
                 positions=torch.tensor(key, device=self.device),
-                members=torch.arange(len(key), device=self.device)[:, None, None],
-                keys=torch.stack(keys),
+                offsets=torch.arange(0, len(key) * rows, rows, device=self.device)[:, None, None],
+                keys=torch.cat(keys),
                 limit=(_EXP_SAFE / (math.sqrt(d) * torch.stack(norms)))[:, None, :],
                 heads=torch.cat([torch.arange(m.offset, m.offset + m.heads) for m, _, _ in members]).to(
                     self.device
@@ -270,7 +270,9 @@ class VoteMeasure:
         G, B, heads, hw, d = q.shape
         pos = group.positions
         idx = self._idx[t].index_select(0, pos)  # (G, B, slots)
-        k = group.keys[group.members, idx].permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
+        # index_select, not advanced indexing: the same gather at a fraction of the fixed cost
+        k = group.keys.index_select(0, (idx + group.offsets).view(-1))
+        k = k.view(G, B, self._width, heads, d).permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
         n, width = G * B, self._width
         q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
         bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)
@@ -283,30 +285,43 @@ class VoteMeasure:
         elif not exp_path(q.device):
             probs = self._softmax_sums(torch.matmul(q, k), bias)
         else:
-            keep = self._keep[t].index_select(0, pos).view(n, 1, width, 1)
-            safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(n, heads)
-            # the (chunk, heads, HW, slots) logits are sized to stay in the cores' L2 caches through
-            # their four passes (tiny model, 1 thread: the vote took 20% less time)
-            step = max(1, _CPU_CHUNK * torch.get_num_threads() // (heads * hw * width))
-            args = (q, k, keep, bias, safe)
-            probs = torch.cat([self._pixel_sums(*(a[i : i + step] for a in args)) for i in range(0, n, step)])
+            # (prompt, head) pairs as one batch dimension of 3-D products (torch.bmm: the same
+            # kernels as torch.matmul's, without its per-call broadcasting work)
+            rows = n * heads
+            safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(rows)
+            safe = None if bool(safe.all()) else safe  # checked once per group, not per chunk
+            q, k = q.view(rows, hw, d), k.reshape(rows, d, width)
+            keep = self._keep[t].index_select(0, pos).view(n, 1, width, 1).expand(n, heads, width, 1)
+            keep = keep.reshape(rows, width, 1)
+            if safe is not None:  # only the exact fallback adds the padding's -inf
+                bias = bias.expand(n, heads, 1, width).reshape(rows, 1, width)
+            # the (chunk, HW, slots) logits are sized to stay in the cores' L2 caches through their
+            # four passes (tiny model, 1 thread: the vote took 20% less time)
+            step = heads * max(1, _CPU_CHUNK * torch.get_num_threads() // (heads * hw * width))
+            probs = q.new_empty((rows, 1, width))
+            for i in range(0, rows, step):
+                part = slice(i, i + step)
+                if safe is None:
+                    self._pixel_sums(q[part], k[part], keep[part], None, None, probs[part])
+                else:
+                    self._pixel_sums(q[part], k[part], keep[part], bias[part], safe[part], probs[part])
         probs = probs.view(G, B, heads, width) * self._weight[t].index_select(0, pos)
         # a concept's score: its slots added in a fixed order (bitwise the same on every device and
         # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)
-        scores = probs[..., self._slots[0]]
+        scores = probs.index_select(-1, self._slots[0])
         for row in self._slots[1:]:
-            scores = scores + probs[..., row]
+            scores = scores + probs.index_select(-1, row)
         return scores
 
     @staticmethod
     def _softmax_sums(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """The exact path: softmax over the slots (padding at -inf), summed over pixels."""
-        return torch.softmax(logits + bias, dim=-1).sum(dim=2)
+        return torch.softmax(logits + bias, dim=-1).sum(dim=-2)
 
     @staticmethod
-    def _pixel_sums(q, k, keep, bias, safe) -> torch.Tensor:
-        """(n, heads, slots): the softmax over the used slots, summed over pixels (the spec's mean up
-        to the constant 1/HW, which leaves the argmax alone).
+    def _pixel_sums(q, k, keep, bias, safe, out: torch.Tensor) -> None:
+        """Into ``out`` (rows, 1, slots), a row per (prompt, head): the softmax over the used slots,
+        summed over pixels (the spec's mean up to the constant 1/HW, which leaves the argmax alone).
 
         Where every logit is at most ``_EXP_SAFE`` in magnitude (Cauchy-Schwarz on the largest query
         entry and key norm, else the logits' own extremes), exp cannot overflow or go subnormal,
@@ -314,19 +329,21 @@ class VoteMeasure:
         three passes over the logits instead of a softmax, a sum and a mask (on the CPU the row-wise
         softmax over ~45 slots cost 5x an exp). Other heads take the exact softmax, chosen per
         batch element and head, so a prompt's votes never depend on its batch. Every product has
-        a batch dimension of at least ``heads``: CPU BLAS rounds a batch of one differently.
+        a batch dimension of at least ``heads`` (chunks are whole prompts): CPU BLAS rounds a batch of
+        one differently.
         """
-        logits = torch.matmul(q, k)  # (n, heads, HW, slots), already scaled
+        logits = torch.bmm(q, k)  # (rows, HW, slots), already scaled
         exact = None
-        if not bool(safe.all()):
-            lo, hi = torch.aminmax(logits.flatten(2), dim=-1)
+        if safe is not None and not bool(safe.all()):  # None: the whole group is known to be safe
+            lo, hi = torch.aminmax(logits.flatten(1), dim=-1)
             safe = torch.maximum(hi, -lo) <= _EXP_SAFE
             if not bool(safe.all()):
                 exact = VoteMeasure._softmax_sums(logits, bias)
         e = logits.exp_()
-        z = torch.matmul(e, keep)  # (n, heads, HW, 1): padding left out of the sums
-        probs = torch.matmul(z.transpose(-1, -2).reciprocal_(), e).squeeze(2)
-        return probs if exact is None else torch.where(safe[..., None], probs, exact)
+        z = torch.bmm(e, keep)  # (rows, HW, 1): padding left out of the sums
+        torch.bmm(z.transpose(1, 2).reciprocal_(), e, out=out)
+        if exact is not None:
+            out.copy_(torch.where(safe[:, None, None], out, exact[:, None, :]))
 
     def flush(self) -> None:
         """Add the batch's votes to ``counts`` (on the device, one scatter for the whole batch)."""

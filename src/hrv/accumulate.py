@@ -93,7 +93,7 @@ _CPU_CHUNK = 2**17
 def exp_path(device: torch.device) -> bool:
     """Whether votes on ``device`` use the exp path where logits are bounded (see ``_pixel_sums``).
 
-    Only on the CPU, where the row-wise softmax over ~45 slots is slow. On a GPU the fused softmax
+    Only on the CPU, where the row-wise softmax over the 64 slots (34 concepts x 10 words) is slow. On a GPU the fused softmax
     is cheap, and choosing per head would need a host synchronisation per group of layers, which
     stalls the kernel queue; there every head takes the exact softmax, as before.
     """
@@ -327,7 +327,7 @@ class VoteMeasure:
         entry and key norm, else the logits' own extremes), exp cannot overflow or go subnormal,
         so the softmax is exp, a masked sum over the slots and a product with the reciprocal sums:
         three passes over the logits instead of a softmax, a sum and a mask (on the CPU the row-wise
-        softmax over ~45 slots cost 5x an exp). Other heads take the exact softmax, chosen per
+        softmax over the slots cost 5x an exp). Other heads take the exact softmax, chosen per
         batch element and head, so a prompt's votes never depend on its batch. Every product has
         a batch dimension of at least ``heads`` (chunks are whole prompts): CPU BLAS rounds a batch of
         one differently.

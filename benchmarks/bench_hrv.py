@@ -73,6 +73,13 @@ def full_size_pipeline(arch: str, device: str, dtype: str):
     return pipe
 
 
+def benchmark_pipeline(arch: str, device: str, dtype: str):
+    """The tiny model from its folder, or a full-size architecture with random weights."""
+    if arch == "tiny":
+        return load_pipeline(tiny_folder(), device=device, dtype=dtype)
+    return full_size_pipeline(arch, device, dtype)
+
+
 class VoteClock:
     """Time spent scoring votes (``VoteMeasure.end_evaluation``): a share of the cost that a drifting
     machine speed leaves alone. On the CPU by the wall clock; on a GPU by CUDA events recorded around
@@ -138,10 +145,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    if args.arch == "tiny":
-        pipe = load_pipeline(tiny_folder(), device=args.device, dtype=args.dtype)
-    else:
-        pipe = full_size_pipeline(args.arch, args.device, args.dtype)
+    pipe = benchmark_pipeline(args.arch, args.device, args.dtype)
     make_batch_invariant(pipe)
     sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
     concepts = read_concepts(ROOT / "resources/concepts/concepts_34x10.csv")

@@ -23,11 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
-from bench_hrv import ROOT, full_size_pipeline, tiny_folder  # noqa: E402
+from bench_hrv import ROOT, benchmark_pipeline  # noqa: E402
 
 from hrv.accumulate import WordBank, accumulate  # noqa: E402
 from hrv.concepts import read_concepts  # noqa: E402
-from hrv.models import load_pipeline  # noqa: E402
 from hrv.prompts import read_prompts  # noqa: E402
 
 
@@ -38,6 +37,26 @@ def agreement(a: np.ndarray, b: np.ndarray) -> str:
     top_b = np.argsort(-b.sum(0), axis=1, kind="stable")[:, :10]
     shared = np.mean([len(set(x) & set(y)) for x, y in zip(top_a, top_b, strict=True)])
     return f"{equal:.2f}% of cells equal, top-10 heads per concept shared: {shared:.1f}/10"
+
+
+def votes_by_batch_size(pipe, concepts, prompts, bank, kw: dict, sizes: list[int]) -> dict[int, np.ndarray]:
+    """The votes of ``prompts`` accumulated with each batch size."""
+    counts = {}
+    for b in sizes:
+        t = time.perf_counter()
+        counts[b] = accumulate(
+            pipe,
+            concepts,
+            prompts,
+            range(len(prompts)),
+            seed=0,
+            batch_size=b,
+            progress=False,
+            bank=bank,
+            **kw,
+        )
+        print(f"batch {b}: {counts[b].sum()} votes in {time.perf_counter() - t:.1f} s", flush=True)
+    return counts
 
 
 def main() -> None:
@@ -53,10 +72,7 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, default=None, help="counts saved by another run")
     args = ap.parse_args()
 
-    if args.arch == "tiny":
-        pipe = load_pipeline(tiny_folder(), device=args.device, dtype=args.dtype)
-    else:
-        pipe = full_size_pipeline(args.arch, args.device, args.dtype)
+    pipe = benchmark_pipeline(args.arch, args.device, args.dtype)
     concepts = read_concepts(ROOT / "resources/concepts/concepts_34x10.csv")
     prompts = read_prompts([ROOT / "resources/prompts/imagenet_1000.txt"], args.prompts)
     bank = WordBank.build(pipe, concepts)
@@ -66,21 +82,9 @@ def main() -> None:
         f" prompts={len(prompts)} torch={torch.__version__}",
         flush=True,
     )
-    counts = {}
-    for b in (int(x) for x in args.batch_sizes.split(",")):
-        t = time.perf_counter()
-        counts[b] = accumulate(
-            pipe,
-            concepts,
-            prompts,
-            range(len(prompts)),
-            seed=0,
-            batch_size=b,
-            progress=False,
-            bank=bank,
-            **kw,
-        )
-        print(f"batch {b}: {counts[b].sum()} votes in {time.perf_counter() - t:.1f} s", flush=True)
+    counts = votes_by_batch_size(
+        pipe, concepts, prompts, bank, kw, [int(x) for x in args.batch_sizes.split(",")]
+    )
     first, *others = counts
     for b in others:
         same = np.array_equal(counts[b], counts[first])
@@ -91,6 +95,11 @@ def main() -> None:
         np.savez(args.out, counts=counts[first], device=str(pipe.device), dtype=str(pipe.unet.dtype))
     if args.compare:
         ref = np.load(args.compare)
+        if ref["counts"].shape != counts[first].shape:
+            sys.exit(
+                f"{args.compare} holds counts of shape {ref['counts'].shape}, these are {counts[first].shape}:"
+                " it was saved with other settings (steps, prompts or model)"
+            )
         print(
             f"vs {args.compare} ({ref['device']}, {ref['dtype']}): {agreement(counts[first], ref['counts'])}"
         )

@@ -27,12 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
-from bench_hrv import ROOT, full_size_pipeline, tiny_folder  # noqa: E402
+from bench_hrv import ROOT, benchmark_pipeline  # noqa: E402
+from check_invariance import votes_by_batch_size  # noqa: E402
 
-from hrv.accumulate import VoteMeasure, WordBank, accumulate  # noqa: E402
+from hrv.accumulate import VoteMeasure, WordBank  # noqa: E402
 from hrv.concepts import read_concepts  # noqa: E402
 from hrv.determinism import make_batch_invariant  # noqa: E402
-from hrv.models import initial_latents, load_pipeline  # noqa: E402
+from hrv.models import initial_latents  # noqa: E402
 from hrv.prompts import read_prompts  # noqa: E402
 
 
@@ -120,27 +121,15 @@ def vote_ops_check(device: str) -> None:
         print(f"  vote product + softmax-sum, HW={hw} d={d}: {'invariant' if same else 'BATCH-VARIANT'}")
 
 
-def e2e(pipe, concepts, prompts, bank, kw, sizes) -> dict[int, np.ndarray]:
-    out = {}
-    for b in sizes:
-        out[b] = accumulate(
-            pipe,
-            concepts,
-            prompts,
-            range(len(prompts)),
-            seed=0,
-            batch_size=b,
-            progress=False,
-            bank=bank,
-            **kw,
-        )
+def e2e(pipe, concepts, prompts, bank, kw, sizes) -> None:
+    out = votes_by_batch_size(pipe, concepts, prompts, bank, kw, sizes)
     ref = out[sizes[0]]
     for b in sizes[1:]:
         same = np.array_equal(out[b], ref)
+        equal = np.mean(out[b] == ref) * 100
         print(
-            f"    batch {b} vs {sizes[0]}: {'IDENTICAL' if same else 'different'} ({np.mean(out[b] == ref) * 100:.2f}% cells equal)"
+            f"    batch {b} vs {sizes[0]}: {'IDENTICAL' if same else 'different'} ({equal:.2f}% cells equal)"
         )
-    return out
 
 
 def main() -> None:
@@ -154,10 +143,7 @@ def main() -> None:
     ap.add_argument("--time-size", type=int, default=512, help="image side for timing strict mode (0: skip)")
     ap.add_argument("--time-steps", type=int, default=50)
     args = ap.parse_args()
-    if args.arch == "tiny":
-        pipe = load_pipeline(tiny_folder(), device=args.device, dtype=args.dtype)
-    else:
-        pipe = full_size_pipeline(args.arch, args.device, args.dtype)
+    pipe = benchmark_pipeline(args.arch, args.device, args.dtype)
     print(f"== {args.arch} {pipe.unet.dtype} on {pipe.device} (torch {torch.__version__})", flush=True)
     make_batch_invariant(pipe)
     print("1. modules (default patches: linear layers as per-sample bmm)", flush=True)

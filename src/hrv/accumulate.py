@@ -93,9 +93,10 @@ _CPU_CHUNK = 2**17
 def exp_path(device: torch.device) -> bool:
     """Whether votes on ``device`` use the exp path where logits are bounded (see ``_pixel_sums``).
 
-    Only on the CPU, where the row-wise softmax over the 64 slots (34 concepts x 10 words) is slow. On a GPU the fused softmax
-    is cheap, and choosing per head would need a host synchronisation per group of layers, which
-    stalls the kernel queue; there every head takes the exact softmax, as before.
+    Only on the CPU, where the row-wise softmax over the slots (64 for the paper's concepts) is
+    slow. On a GPU the fused softmax is cheap, and choosing per head would need a host
+    synchronisation per group of layers, which stalls the kernel queue; there every head takes
+    the exact softmax, as before.
     """
     return device.type == "cpu"
 

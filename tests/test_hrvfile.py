@@ -91,14 +91,14 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
         back.check_heads(["mid.0/h0", "mid.0/h1"])
 
 
-def _shard(path, counts, indices, concepts=("x", "y"), heads=("up.0/h0", "up.0/h1")):
+def _shard(path, counts, indices, concepts=("x", "y"), heads=("up.0/h0", "up.0/h1"), seed=0):
     np.savez(
         path,
         counts=np.asarray(counts, np.int64),
         indices=np.asarray(indices),
         concepts=np.array(concepts),
         heads=np.array(heads),
-        meta=np.array(json.dumps({"seed": 0})),
+        meta=np.array(json.dumps({"seed": seed, "sampling": {"steps": 1}})),
     )
     return path
 
@@ -117,6 +117,8 @@ def test_merge_sums_and_checks(tmp_path):
         merge_shards([a, _shard(tmp_path / "d.npz", [[[1, 0], [0, 1]]], [3], concepts=("x", "q"))])
     with pytest.raises(HRVInputError, match="leave out prompt indices"):
         merge_shards([b])
+    with pytest.raises(HRVInputError, match="f.npz was computed with seed = 1, the first shard with 0"):
+        merge_shards([a, _shard(tmp_path / "f.npz", [[[2, 1], [0, 1]]], [2], seed=1)])
     (tmp_path / "e.npz").write_bytes(b"PK\x03\x04 interrupted")
     with pytest.raises(HRVInputError, match="e.npz is unreadable or incomplete"):
         merge_shards([a, tmp_path / "e.npz"])

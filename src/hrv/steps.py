@@ -63,6 +63,8 @@ def run_shard(
         "seed": seed,
         "sampling": dict(sampling),
         "keep_sot": keep_sot,
+        "batch_size": batch_size,
+        "batch_invariant": batch_invariant,
         "dtype": str(pipe.unet.dtype),
         "device": str(pipe.device),
     }
@@ -76,6 +78,11 @@ def run_shard(
             meta=np.array(json.dumps(meta, sort_keys=True)),
         )
     return Path(out)
+
+
+# shard settings that must agree for their counts to be summed (the device may differ: a cluster's
+# shards can run on different machines; dtype and batching change rounding, so they must agree too)
+_SHARD_SETTINGS = ("model", "seed", "sampling", "keep_sot", "dtype", "batch_size", "batch_invariant")
 
 
 def merge_shards(shard_paths: Sequence[str | Path], concepts_csv: str | Path | None = None) -> HRVSet:
@@ -100,6 +107,13 @@ def merge_shards(shard_paths: Sequence[str | Path], concepts_csv: str | Path | N
             raise HRVInputError(
                 f"shard {path} does not fit the others (concepts, heads or number of evaluations differ); re-run all shards"
             )
+        else:
+            for key in _SHARD_SETTINGS:
+                if meta.get(key) != ref[3].get(key):
+                    raise HRVInputError(
+                        f"shard {path} was computed with {key} = {meta.get(key)!r}, the first shard with"
+                        f" {ref[3].get(key)!r}; re-run the shards with one setting"
+                    )
         for i in indices.tolist():
             if i in seen:
                 raise HRVInputError(f"prompt {i} is in both {seen[i]} and {path}; shards must not overlap")

@@ -73,6 +73,13 @@ def full_size_pipeline(arch: str, device: str, dtype: str):
     return pipe
 
 
+def add_model_args(ap: argparse.ArgumentParser, device: str = "cpu") -> None:
+    """--arch, --device and --dtype, read by ``benchmark_pipeline``."""
+    ap.add_argument("--arch", default="tiny", choices=["tiny", "sd14"])
+    ap.add_argument("--device", default=device)
+    ap.add_argument("--dtype", default="float32")
+
+
 def benchmark_pipeline(arch: str, device: str, dtype: str):
     """The tiny model from its folder, or a full-size architecture with random weights."""
     if arch == "tiny":
@@ -128,9 +135,7 @@ def timed(fn, sync) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="tiny", choices=["tiny", "sd14"])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
+    add_model_args(ap)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)

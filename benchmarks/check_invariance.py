@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
-from bench_hrv import ROOT, benchmark_pipeline  # noqa: E402
+from bench_hrv import ROOT, add_model_args, benchmark_pipeline  # noqa: E402
 
 from hrv.accumulate import WordBank, accumulate  # noqa: E402
 from hrv.concepts import read_concepts  # noqa: E402
@@ -61,9 +61,7 @@ def votes_by_batch_size(pipe, concepts, prompts, bank, kw: dict, sizes: list[int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="tiny", choices=["tiny", "sd14"])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
+    add_model_args(ap)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--batch-sizes", default="1,2,4")
     ap.add_argument("--steps", type=int, default=10)

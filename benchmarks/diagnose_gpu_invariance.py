@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
-from bench_hrv import ROOT, benchmark_pipeline  # noqa: E402
+from bench_hrv import ROOT, add_model_args, benchmark_pipeline  # noqa: E402
 from check_invariance import votes_by_batch_size  # noqa: E402
 
 from hrv.accumulate import VoteMeasure, WordBank  # noqa: E402
@@ -134,9 +134,7 @@ def e2e(pipe, concepts, prompts, bank, kw, sizes) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="tiny", choices=["tiny", "sd14"])
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="float32")
+    add_model_args(ap, device="cuda")
     ap.add_argument("--size", type=int, default=256, help="image side for the invariance checks")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--prompts", type=int, default=4)

@@ -68,22 +68,34 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--out", type=Path, default=None, help="save the counts (first batch size) here")
     ap.add_argument("--compare", type=Path, default=None, help="counts saved by another run")
+    ap.add_argument("--batch-invariant", choices=["true", "strict"], default="true")
+    ap.add_argument(
+        "--repeat", action="store_true", help="run the first batch size twice: run-to-run equality"
+    )
     args = ap.parse_args()
 
     pipe = benchmark_pipeline(args.arch, args.device, args.dtype)
     concepts = read_concepts(ROOT / "resources/concepts/concepts_34x10.csv")
     prompts = read_prompts([ROOT / "resources/prompts/imagenet_1000.txt"], args.prompts)
     bank = WordBank.build(pipe, concepts)
-    kw = dict(steps=args.steps, guidance_scale=7.5, height=args.size, width=args.size)
+    invariance = True if args.batch_invariant == "true" else "strict"
+    kw = dict(
+        steps=args.steps, guidance_scale=7.5, height=args.size, width=args.size, batch_invariant=invariance
+    )
     print(
         f"device={pipe.device} dtype={pipe.unet.dtype} arch={args.arch} size={args.size} steps={args.steps}"
-        f" prompts={len(prompts)} torch={torch.__version__}",
+        f" prompts={len(prompts)} batch_invariant={args.batch_invariant} torch={torch.__version__}",
         flush=True,
     )
     counts = votes_by_batch_size(
         pipe, concepts, prompts, bank, kw, [int(x) for x in args.batch_sizes.split(",")]
     )
     first, *others = counts
+    if args.repeat:
+        again = votes_by_batch_size(pipe, concepts, prompts, bank, kw, [first])[first]
+        print(
+            f"rerun of batch {first}: {'IDENTICAL' if np.array_equal(again, counts[first]) else 'DIFFERENT'}"
+        )
     for b in others:
         same = np.array_equal(counts[b], counts[first])
         print(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared run for a lent GPU (one call of the device tool). Stages, in the order given
 # (default: all, about 8 minutes on an H200):
-#   invariance  votes with batch sizes 1/4/8 on the GPU, and against CPU counts (tiny model)
+#   invariance  votes with batch sizes 1/4/8 on the GPU, run to run, against CPU counts (tiny model),
+#               and in strict mode at 512 px (SD v1.4's architecture)
 #   diagnose    which operations are batch-variant on the GPU; strict mode's effect and cost
 #   bench       bench_hrv on the tiny model and on SD v1.4's full-size architecture (random
 #               weights, float16, 512 px, 50 steps), the vote timed with CUDA events
@@ -26,10 +27,13 @@ step() {
     timeout "$limit" python3 "$@" 2>&1 | grep -v -e "Loading" -e "should be kept in float32"
 }
 invariance() {
-    step 120 benchmarks/check_invariance.py --device cuda --prompts 8 --batch-sizes 1,4,8 \
+    step 120 benchmarks/check_invariance.py --device cuda --prompts 8 --batch-sizes 1,4,8 --repeat \
         --out "$OUT/tiny_cuda.npz" --compare results/gpu_ref/tiny_cpu.npz
     step 120 benchmarks/check_invariance.py --arch sd14 --device cuda --dtype float16 --size 256 --steps 10 \
-        --prompts 4 --batch-sizes 1,2,4
+        --prompts 4 --batch-sizes 1,2,4 --repeat
+    # strict mode where the vote's own product was batch-variant (4096 pixels per layer at 512 px)
+    step 120 benchmarks/check_invariance.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 4 \
+        --prompts 3 --batch-sizes 1,3 --batch-invariant strict
 }
 diagnose() {
     step 60 benchmarks/diagnose_gpu_invariance.py --size 128 --prompts 8 --time-size 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,11 @@ def test_config_prints_resolved(root, capsys):
     assert main(["config", str(root / "config/config.yaml"), str(root / "config/paper.yaml")]) == 0
     out = capsys.readouterr().out
     assert '"source": "CompVis/stable-diffusion-v1-4"' in out and '"steps": 50' in out
+    # nested keys merge as Snakemake merges --configfile overlays: the demo's hrv keys the paper's
+    # overlay leaves alone stay, the ones it sets win
+    hrv = json.loads(out)["hrv"]
+    assert hrv["shard_size"] == 100 and hrv["batch_size"] == 10 and hrv["shards"] == 3  # 3: the demo's
+    assert hrv["concepts"] == "resources/concepts/concepts_34x10.csv" and hrv["max_prompts"] is None
 
 
 def test_unknown_command_exits():

@@ -59,6 +59,18 @@ def resolve_model(model: str, config_dir: str | Path = CONFIG_DIR) -> dict[str, 
     }
 
 
+def overlay(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra`` key by key, nested mappings merged (as Snakemake merges
+    several ``--configfile``s): an overlay that sets ``hrv.batch_size`` keeps ``hrv.prompts``."""
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = overlay(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def resolve(config: dict[str, Any], config_dir: str | Path = CONFIG_DIR) -> dict[str, Any]:
     """Return a copy of ``config`` with ``model_spec`` filled in from the model preset."""
     out = copy.deepcopy(dict(config))

@@ -101,7 +101,7 @@ def _config(args) -> int:
 
     cfg: dict = {}
     for f in args.configfile:
-        cfg.update(yaml.safe_load(Path(f).read_text()) or {})
+        cfg = hrv.config.overlay(cfg, yaml.safe_load(Path(f).read_text()) or {})
     resolved = hrv.config.resolve(cfg)
     hrv.config.validate(resolved, Path(hrv.config.CONFIG_DIR).parent / "workflow/schemas/config.schema.yaml")
     print(json.dumps(resolved, indent=2))

@@ -276,15 +276,16 @@ class VoteMeasure:
         k = k.view(G, B, self._width, heads, d).permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
         n, width = G * B, self._width
         q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
-        bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)
-        if not exp_path(q.device) and self.strict:
-            sums = [
-                self._softmax_sums(torch.matmul(q[i : i + 1], k[i : i + 1]), bias[i : i + 1])
-                for i in range(n)
-            ]
-            probs = torch.cat(sums)
-        elif not exp_path(q.device):
-            probs = self._softmax_sums(torch.matmul(q, k), bias)
+        bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)  # padding at -inf: exact paths
+        if not exp_path(q.device):
+            if self.strict:
+                sums = [
+                    self._softmax_sums(torch.matmul(q[i : i + 1], k[i : i + 1]), bias[i : i + 1])
+                    for i in range(n)
+                ]
+                probs = torch.cat(sums)
+            else:
+                probs = self._softmax_sums(torch.matmul(q, k), bias)
         else:
             # (prompt, head) pairs as one batch dimension of 3-D products (torch.bmm: the same
             # kernels as torch.matmul's, without its per-call broadcasting work)
@@ -302,10 +303,8 @@ class VoteMeasure:
             probs = q.new_empty((rows, 1, width))
             for i in range(0, rows, step):
                 part = slice(i, i + step)
-                if safe is None:
-                    self._pixel_sums(q[part], k[part], keep[part], None, None, probs[part])
-                else:
-                    self._pixel_sums(q[part], k[part], keep[part], bias[part], safe[part], probs[part])
+                fallback = (None, None) if safe is None else (bias[part], safe[part])
+                self._pixel_sums(q[part], k[part], keep[part], *fallback, probs[part])
         probs = probs.view(G, B, heads, width) * self._weight[t].index_select(0, pos)
         # a concept's score: its slots added in a fixed order (bitwise the same on every device and
         # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)

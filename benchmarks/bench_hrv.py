@@ -46,27 +46,16 @@ def full_size_pipeline(arch: str, device: str, dtype: str):
     encoder of random weights: the architecture's cost, with no weights to download. The tiny model is
     loaded from its folder, so this needs no open_clip (a GPU machine may not have it)."""
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from hrv.archs import ARCHS
+    from hrv.models import clip_text_encoder
 
     pipe = load_pipeline(tiny_folder(), device="cpu", dtype="float32")
     cfg = ARCHS[arch]
     torch.manual_seed(0)
     with torch.device(device):  # built where it runs: seconds on a GPU instead of a minute on the CPU
         unet = UNet2DConditionModel(**cfg)
-        te = CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=cfg["cross_attention_dim"],
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-        text_encoder = CLIPTextModel(te)
+        text_encoder = clip_text_encoder(cfg["cross_attention_dim"], 12, heads=12, intermediate=3072)
     pipe.register_modules(unet=unet, text_encoder=text_encoder)
     pipe = pipe.to(device=device, dtype=DTYPES[dtype])
     pipe.set_progress_bar_config(disable=True)

@@ -42,18 +42,19 @@ class TinyConfig:
     sample_size: int = 128  # image side in pixels; latent side = sample_size // 8
 
 
-def small_clip_text_encoder(hidden: int, layers: int):
-    """A CLIP text encoder of the given width and depth (random weights from the global RNG), with
-    the CLIP vocabulary and SD's special-token ids, for the tiny and toy models."""
+def clip_text_encoder(hidden: int, layers: int, heads: int = 4, intermediate: int | None = None):
+    """A CLIP text encoder of the given size (random weights from the global RNG), with the CLIP
+    vocabulary and SD's special-token ids: small for the tiny and toy models, full-size (768, 12
+    layers, 12 heads, 3072) for timing SD v1.4's architecture. ``intermediate`` defaults to 2x."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=49408,
             hidden_size=hidden,
-            intermediate_size=hidden * 2,
+            intermediate_size=intermediate or hidden * 2,
             num_hidden_layers=layers,
-            num_attention_heads=4,
+            num_attention_heads=heads,
             max_position_embeddings=77,
             projection_dim=hidden,
             bos_token_id=49406,
@@ -82,7 +83,7 @@ def sd1_components(
 
     tokenizer = build_clip_tokenizer(tokenizer_dir)
     torch.manual_seed(seed)
-    text_encoder = small_clip_text_encoder(text_hidden, text_layers)
+    text_encoder = clip_text_encoder(text_hidden, text_layers)
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(
         sample_size=image_size // 2 ** (len(vae_channels) - 1),

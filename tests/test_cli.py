@@ -145,3 +145,50 @@ def test_config_prints_resolved(root, capsys):
 def test_unknown_command_exits():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_shard_size_picks_whole_batches_and_rejects_a_ragged_size(tiny_model_dir, root, tmp_path, capsys):
+    args = [
+        "accumulate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(root / "resources/prompts/imagenet_1000.txt"),
+        "--max-prompts",
+        "5",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
+    # shards of 4 prompts: the second holds prompts 4.. (the workflow's hrv.shard_size)
+    assert main([*args, "--shard-size", "4", "--shard", "1", "--out", str(tmp_path / "s1.npz")]) == 0
+    with np.load(tmp_path / "s1.npz") as z:
+        assert z["indices"].tolist() == [4]
+    assert main([*args, "--shard-size", "3", "--out", str(tmp_path / "bad.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "not a multiple of hrv.batch_size" in err and not (tmp_path / "bad.npz").exists()
+
+
+def test_help_explains_every_option(capsys):
+    import argparse
+
+    from hrv.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, parser in sub.choices.items():
+        undescribed = [
+            a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._HelpAction)
+        ]
+        assert not undescribed, f"hrv {command}: options without help: {undescribed}"
+    with pytest.raises(SystemExit):
+        main(["accumulate", "--help"])
+    assert "(default: 1)" in capsys.readouterr().out  # defaults are shown

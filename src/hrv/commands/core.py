@@ -6,14 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
+from hrv.commands import DefaultsHelp
+
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--guidance-scale", type=float, default=7.5)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--steps", type=int, default=10, help="sampling steps (PNDM: steps + 1 UNet evaluations)")
+    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--height", type=int, default=128, help="image height in pixels")
+    p.add_argument("--width", type=int, default=128, help="image width in pixels")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (the preset's; float16 on CUDA), float32, float16 or bfloat16"
+    )
 
 
 def _build_tiny(args) -> int:
@@ -40,7 +44,7 @@ def _accumulate(args) -> int:
     from hrv.steps import run_shard
 
     prompts = read_prompts(args.prompts, args.max_prompts)
-    ranges = shard_ranges(len(prompts), args.shards, batch_size=args.batch_size)
+    ranges = shard_ranges(len(prompts), args.shards, args.shard_size, batch_size=args.batch_size)
     if not 0 <= args.shard < len(ranges):
         from hrv.errors import HRVInputError
 
@@ -109,24 +113,40 @@ def _config(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("build-tiny", help="materialise the embedded tiny model as a diffusers folder")
-    p.add_argument("out", nargs="?", default="resources/models/tiny")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "build-tiny",
+        help="materialise the embedded tiny model as a diffusers folder",
+        formatter_class=DefaultsHelp,
+    )
+    p.add_argument("out", nargs="?", default="resources/models/tiny", help="folder to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=_build_tiny)
 
     p = sub.add_parser("heads", help="list the cross-attention layers and heads of a model")
     p.add_argument("model", help="preset name, hub id or diffusers folder")
     p.set_defaults(func=_heads)
 
-    p = sub.add_parser("accumulate", help="accumulate HRV votes of one shard of prompts")
-    p.add_argument("--model", required=True)
-    p.add_argument("--concepts", default="resources/concepts/concepts_34x10.csv")
-    p.add_argument("--prompts", nargs="+", required=True)
-    p.add_argument("--max-prompts", type=int, default=None)
-    p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "accumulate", help="accumulate HRV votes of one shard of prompts", formatter_class=DefaultsHelp
+    )
+    p.add_argument("--model", required=True, help="preset name (tiny, sd14, ...), hub id or diffusers folder")
+    p.add_argument(
+        "--concepts", default="resources/concepts/concepts_34x10.csv", help="CSV with columns concept,word"
+    )
+    p.add_argument(
+        "--prompts", nargs="+", required=True, help="prompt files, one prompt a line, concatenated in order"
+    )
+    p.add_argument("--max-prompts", type=int, default=None, help="only the first N prompts (default: all)")
+    p.add_argument("--shards", type=int, default=1, help="split the prompts into this many shards")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="instead of --shards: shards of this many prompts (a multiple of --batch-size)",
+    )
+    p.add_argument("--shard", type=int, default=0, help="which shard to run (0-based)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts per UNet batch")
+    p.add_argument("--seed", type=int, default=0, help="run seed: prompt i starts from manual_seed(seed + i)")
     p.add_argument("--no-sot", action="store_true", help="leave the SOT embedding out of the softmax")
     p.add_argument(
         "--batch-invariant",
@@ -134,28 +154,40 @@ def register(sub) -> None:
         default="true",
         help="votes independent of the batch: bitwise on CPU (true), on GPU too at a cost (strict)",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the shard's .npz of vote counts")
     add_sampling_args(p)
     p.set_defaults(func=_accumulate)
 
     p = sub.add_parser("merge", help="merge shard counts and normalise them into HRVs")
-    p.add_argument("shards", nargs="+")
+    p.add_argument("shards", nargs="+", help="the shards' .npz files (hrv accumulate --out)")
     p.add_argument("--out", required=True, help="folder for hrv.npz, hrv.csv and head_ranking.csv")
-    p.add_argument("--concepts", default=None)
+    p.add_argument(
+        "--concepts",
+        default=None,
+        help="the concept CSV, to check the shards were counted with it (optional)",
+    )
     p.set_defaults(func=_merge)
 
     p = sub.add_parser("heatmap", help="plot an hrv.npz as a heat map")
-    p.add_argument("hrv")
-    p.add_argument("--out", required=True)
+    p.add_argument("hrv", help="an hrv.npz")
+    p.add_argument("--out", required=True, help="the PNG to write")
     p.set_defaults(func=_heatmap)
 
-    p = sub.add_parser("import-official", help="convert the released SD v1.4 or SDXL HRVs into hrv.npz")
-    p.add_argument("which", choices=["sd14", "sdxl"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--reference-dir", default="resources/reference")
-    p.add_argument("--concepts", default="resources/concepts/concepts_34x10.csv")
+    p = sub.add_parser(
+        "import-official",
+        help="convert the released SD v1.4 or SDXL HRVs into hrv.npz",
+        formatter_class=DefaultsHelp,
+    )
+    p.add_argument("which", choices=["sd14", "sdxl"], help="which released HRVs")
+    p.add_argument("--out", required=True, help="the hrv.npz to write")
+    p.add_argument(
+        "--reference-dir", default="resources/reference", help="folder holding the released .npy files"
+    )
+    p.add_argument(
+        "--concepts", default="resources/concepts/concepts_34x10.csv", help="the concept CSV (row order)"
+    )
     p.set_defaults(func=_import_official)
 
     p = sub.add_parser("config", help="print the resolved, validated config of config files")
-    p.add_argument("configfile", nargs="+")
+    p.add_argument("configfile", nargs="+", help="config files, later ones overlaying earlier ones")
     p.set_defaults(func=_config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hrv.commands import DefaultsHelp
+
 
 def _generate(args) -> int:
     from hrv.errors import HRVInputError
@@ -64,10 +66,11 @@ def register(sub) -> None:
         "generate",
         help="images with concept adjusting/strengthening of a token, beside the same seeds unsteered",
         description="Steered images (steered/), the same seeds unsteered (baseline/), grid.png and steering.json.",
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("--model", required=True, help="preset name, hub id or diffusers folder")
     p.add_argument("--hrv", required=True, help="hrv.npz of a run or of `hrv import-official`")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="the prompt to sample")
     p.add_argument(
         "--token", help="word of the prompt to steer (all its tokens), e.g. lavender or olive-colored"
     )
@@ -86,13 +89,13 @@ def register(sub) -> None:
     )
     p.add_argument("--seeds", default="1", help="e.g. 1-10 or 1,3,5")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=50, help="sampling steps")
+    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
     p.add_argument("--height", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
     p.add_argument("--batch-size", type=int, default=1, help="seeds per pipeline call")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from hrv.commands import DefaultsHelp
 from hrv.commands.core import add_sampling_args
 from hrv.experiments import ORDERS, WeakeningJob, load_experiments, plan_jobs, resolve_k, truncated
 
@@ -65,18 +65,26 @@ def register(sub) -> None:
     p = sub.add_parser(
         "weaken",
         help="ordered weakening: sample MoRHF/LeRHF/random sweeps over k",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("--model", required=True, help="preset name, hub id or diffusers folder")
     p.add_argument("--hrv", required=True, help="hrv.npz of this model (accumulated or imported)")
     p.add_argument("--experiment", nargs="+", required=True, help="experiment names, e.g. color image_style")
-    p.add_argument("--experiments-file", default="resources/benchmarks/weakening_experiments.yaml")
-    p.add_argument("--concepts", default="resources/concepts/concepts_34x10.csv")
-    p.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
+    p.add_argument(
+        "--experiments-file",
+        default="resources/benchmarks/weakening_experiments.yaml",
+        help="the experiments (named item lists and prompt templates)",
+    )
+    p.add_argument(
+        "--concepts", default="resources/concepts/concepts_34x10.csv", help="the concept CSV of the HRV file"
+    )
+    p.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS, help="head orders to sweep")
     p.add_argument("--k", nargs="+", type=int, default=None, help="head counts (default 0, 1, 11, ..., H)")
     p.add_argument("--k-batch", type=int, default=None, help="k values per sampling batch (default all)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[10, 20, 30])
-    p.add_argument("--factor", type=float, default=-2.0)
+    p.add_argument("--seeds", nargs="+", type=int, default=[10, 20, 30], help="initial-latent seeds")
+    p.add_argument(
+        "--factor", type=float, default=-2.0, help="factor on the weakened heads' prompt-word probabilities"
+    )
     p.add_argument("--random-seed", type=int, default=0, help="seed of the random head order")
     p.add_argument("--max-items", type=int, default=None, help="first items of each slot only")
     p.add_argument(
@@ -86,7 +94,9 @@ def register(sub) -> None:
     p.set_defaults(func=_weaken)
 
     p = sub.add_parser(
-        "score-weakening", help="CLIP-score weakening images; mean and standard error per (order, k)"
+        "score-weakening",
+        help="CLIP-score weakening images; mean and standard error per (order, k)",
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("jobs", nargs="+", help="sweep job folders (each with manifest.csv)")
     p.add_argument("--scores", required=True, help="CSV of every image's score")
@@ -96,6 +106,6 @@ def register(sub) -> None:
         "--clip-model", default="tiny", help="open_clip model name (ViT-H-14 in the paper) or tiny"
     )
     p.add_argument("--pretrained", default=None, help="weights tag or local checkpoint file")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32, help="images per CLIP batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.set_defaults(func=_score)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+DEVICE_HELP = "auto (CUDA if available), cpu, cuda or cuda:N"
+DTYPE_HELP = "auto (the model preset's; float16 on CUDA), float32, float16 or bfloat16"
+
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default after its help, unless it is None or the help already names it."""

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hrv.commands import DefaultsHelp
+from hrv.commands import DEVICE_HELP, DTYPE_HELP, DefaultsHelp
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -14,10 +14,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
     p.add_argument("--height", type=int, default=128, help="image height in pixels")
     p.add_argument("--width", type=int, default=128, help="image width in pixels")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    p.add_argument(
-        "--dtype", default="auto", help="auto (the preset's; float16 on CUDA), float32, float16 or bfloat16"
-    )
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
 
 
 def _build_tiny(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hrv.commands import DefaultsHelp
+from hrv.commands import DEVICE_HELP, DTYPE_HELP, DefaultsHelp
 
 
 def _generate(args) -> int:
@@ -94,8 +94,8 @@ def register(sub) -> None:
     p.add_argument("--height", type=int, default=None, help="default: the model's native size")
     p.add_argument("--width", type=int, default=None, help="default: the model's native size")
     p.add_argument("--batch-size", type=int, default=1, help="seeds per pipeline call")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.set_defaults(func=_generate)
 
     p = sub.add_parser(

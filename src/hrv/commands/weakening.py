@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrv.commands import DefaultsHelp
+from hrv.commands import DEVICE_HELP, DefaultsHelp
 from hrv.commands.core import add_sampling_args
 from hrv.experiments import ORDERS, WeakeningJob, load_experiments, plan_jobs, resolve_k, truncated
 
@@ -107,5 +107,5 @@ def register(sub) -> None:
     )
     p.add_argument("--pretrained", default=None, help="weights tag or local checkpoint file")
     p.add_argument("--batch-size", type=int, default=32, help="images per CLIP batch")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_score)

@@ -38,16 +38,18 @@ def _heads(args) -> int:
 
 
 def _accumulate(args) -> int:
-    from hrv.prompts import read_prompts, shard_ranges
     from hrv.steps import run_shard
+    from hrv.workflow import shard_plan
 
-    prompts = read_prompts(args.prompts, args.max_prompts)
-    ranges = shard_ranges(len(prompts), args.shards, args.shard_size, batch_size=args.batch_size)
-    if not 0 <= args.shard < len(ranges):
+    # the workflow's own shard plan, so the command line and Snakemake shard alike
+    plan = shard_plan(
+        {k: getattr(args, k) for k in ("prompts", "max_prompts", "shards", "shard_size", "batch_size")}
+    )
+    if not 0 <= args.shard < len(plan):
         from hrv.errors import HRVInputError
 
-        raise HRVInputError(f"--shard {args.shard} is out of range for {len(ranges)} shards")
-    chosen = [(i, prompts[i]) for i in ranges[args.shard]]
+        raise HRVInputError(f"--shard {args.shard} is out of range for {len(plan)} shards")
+    chosen = plan[args.shard]
     sampling = {
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,

@@ -1,9 +1,10 @@
 """A/B of the vote: the working tree's ``VoteMeasure`` against the one of a git revision.
 
 Both score the same random queries shaped like the tiny model's CA layers (128 px: 256, 64, 16 and
-4 pixels), in one process, one call each in alternating order, so the machine's drift hits both alike;
-it prints each group's median paired time ratio (new / base) with quartiles, and whether the two
-compute the same scores. On this project's shared 2-core machine an A/A run (the same code on both
+4 pixels) through the public interface (``record`` every layer, ``end_evaluation``, ``flush``), a
+batch of 11 evaluations each in alternating order, in one process, so the machine's drift hits both
+alike; it prints the median paired time ratio (new / base) with quartiles, and whether the two count
+the same votes. On this project's shared 2-core machine an A/A run (the same code on both
 sides) gives quartiles within about 1.5% of 1.000, where whole-run comparisons drift by 20-30%.
 
     python benchmarks/ab_vote.py --base HEAD            # uncommitted vote changes vs the last commit
@@ -75,50 +76,39 @@ def main() -> None:
     n_evals = 11
     with tempfile.TemporaryDirectory() as tmp:
         modules = {"base": module_at(args.base, Path(tmp)), "new": current}
-        measures = {}
-        for name, module in modules.items():
-            measures[name] = module.VoteMeasure(registry, bank, n_evals, "cpu")
-            measures[name].set_batch(1, list(range(args.batch_size)))
-        groups = measures["new"]._same_shaped(members)
+        measures = {
+            name: module.VoteMeasure(registry, bank, n_evals, "cpu") for name, module in modules.items()
+        }
 
-        def scores(name: str, t: int, members) -> torch.Tensor:
+        def batch(name: str) -> float:
+            """Seconds to score one batch of ``n_evals`` evaluations through the public interface."""
             m = measures[name]
-            return m._scores(t, members, m._group(members))
+            m.set_batch(1, list(range(args.batch_size)))
+            start = time.perf_counter()
+            for t in range(n_evals):
+                for layer, attn, query in members:
+                    m.record(attn, layer, query)
+                m.end_evaluation(t)
+            m.flush()
+            return time.perf_counter() - start
 
         with torch.no_grad():
-            same_votes, worst = True, 0.0
-            for t in range(n_evals):
-                for g in groups:
-                    a, b = scores("base", t, g), scores("new", t, g)
-                    same_votes &= torch.equal(a.argmax(-1), b.argmax(-1))
-                    worst = max(worst, float(((a - b).abs() / a.abs().clamp_min(1e-30)).max()))
-            ratios: list[list[float]] = [[] for _ in groups]
             totals: dict[str, list[float]] = {"base": [], "new": []}
             for r in range(args.pairs):
-                spent: dict[str, list[float]] = {}
                 for name in ("base", "new") if r % 2 else ("new", "base"):
-                    spent[name] = []
-                    for g in groups:
-                        start = time.perf_counter()
-                        scores(name, r % n_evals, g)
-                        spent[name].append(time.perf_counter() - start)
-                    totals[name].append(sum(spent[name]))
-                for i in range(len(groups)):
-                    ratios[i].append(spent["new"][i] / spent["base"][i])
+                    totals[name].append(batch(name))
+    same = torch.equal(measures["base"].counts, measures["new"].counts)
     print(
-        f"base {args.base} vs working tree, batch {args.batch_size}, {args.pairs} pairs, {args.threads} thread(s)"
+        f"base {args.base} vs working tree, batch {args.batch_size}, {args.pairs} pairs of {n_evals} evaluations,"
+        f" {args.threads} thread(s)"
     )
-    print(f"scores: largest relative difference {worst:.2e}; votes {'identical' if same_votes else 'DIFFER'}")
-    for g, r in zip(groups, ratios, strict=True):
-        q1, med, q3 = np.quantile(r, [0.25, 0.5, 0.75])
-        print(
-            f"  {len(g)} layers of {tuple(g[0][2].shape)}: new/base {med:.3f} (quartiles {q1:.3f} .. {q3:.3f})"
-        )
-    total = np.array(totals["new"]) / np.array(totals["base"])
-    q1, med, q3 = np.quantile(total, [0.25, 0.5, 0.75])
+    print(f"votes {'identical' if same else 'DIFFER'}")
+    ratio = np.array(totals["new"]) / np.array(totals["base"])
+    q1, med, q3 = np.quantile(ratio, [0.25, 0.5, 0.75])
+    base, new = (np.median(totals[k]) / n_evals * 1e3 for k in ("base", "new"))
     print(
-        f"per UNet evaluation: base {np.median(totals['base']) * 1e3:.2f} ms, new {np.median(totals['new']) * 1e3:.2f}"
-        f" ms (medians); new/base {med:.3f} (quartiles {q1:.3f} .. {q3:.3f})"
+        f"per UNet evaluation: base {base:.2f} ms, new {new:.2f} ms (medians); new/base {med:.3f}"
+        f" (quartiles {q1:.3f} .. {q3:.3f})"
     )
 
 

@@ -142,6 +142,35 @@ def test_shard_and_batch_invariance(tiny_pipe, concepts):
     assert np.array_equal(batched, again)
 
 
+def test_votes_do_not_depend_on_how_many_evaluations_are_scored_together(tiny_pipe, concepts, monkeypatch):
+    """Recorded layers are held back and scored in groups spanning evaluations: scoring every
+    evaluation on its own, a few at a time, or in groups cut smaller gives the same counts."""
+    import hrv.accumulate as acc
+
+    kw = dict(seed=4, progress=False, batch_size=2, **SAMPLING)
+    scored = []
+    real_vote = acc.VoteMeasure._vote
+    monkeypatch.setattr(
+        acc.VoteMeasure, "_vote", lambda m, members: scored.append(members) or real_vote(m, members)
+    )
+
+    def run(defer: int, group_elements: int) -> tuple[np.ndarray, int, int]:
+        monkeypatch.setattr(acc, "_DEFER_ELEMENTS", defer)
+        monkeypatch.setattr(acc, "_GROUP_ELEMENTS", group_elements)
+        scored.clear()
+        counts = accumulate(tiny_pipe, concepts, PROMPTS, range(3), **kw)
+        return counts, max(len({m.t for m in g}) for g in scored), max(len(g) for g in scored)
+
+    held, evals, largest = run(acc._DEFER_ELEMENTS, acc._GROUP_ELEMENTS)
+    assert evals == 4  # the tiny model's four evaluations are scored together
+    alone, evals, _ = run(0, acc._GROUP_ELEMENTS)
+    assert evals == 1 and np.array_equal(held, alone)
+    few, evals, _ = run(200_000, acc._GROUP_ELEMENTS)  # one prompt's evaluation: ~67,000 elements
+    assert 1 < evals < 4 and np.array_equal(held, few)
+    cut, _, size = run(acc._DEFER_ELEMENTS, 2**19)  # groups cut by the logits' size
+    assert size < largest and np.array_equal(held, cut)
+
+
 def test_strict_invariance_runs_every_dense_layer_and_convolution_per_sample(tiny_model_dir, concepts):
     """``strict`` (for GPUs, whose kernels depend on the batch size) computes each batch element on
     its own. The CPU shows the difference too: a convolution over a batch of one rounds differently
@@ -295,7 +324,8 @@ def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch
     monkeypatch.setattr(acc, "exp_path", lambda device: False)
     softmax_calls.clear()
     gpu_like = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=2, **kw)
-    assert len(softmax_calls) == 2 * 4 * 4  # all four groups, four evaluations, two batches
+    # all four groups, in two batches; a batch's four evaluations are held back and scored together
+    assert len(softmax_calls) == 2 * 4
     assert (gpu_like != got).sum() <= 4
     assert np.array_equal(gpu_like, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw))
 
@@ -317,7 +347,7 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(
     whatever the CPU chunk size, on the exp path and on the exact one (the GPU's), so near-ties
     cannot make votes depend on batching."""
     import hrv.accumulate as acc
-    from hrv.accumulate import VoteMeasure
+    from hrv.accumulate import VoteMeasure, _Recorded
 
     registry = HeadRegistry.from_unet(tiny_pipe.unet)
     bank = WordBank.build(tiny_pipe, concepts)
@@ -334,14 +364,13 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(
         measure.set_batch(9, prompt_ids)
         out = {}
         members = [
-            (layer, tiny_pipe.unet.get_submodule(layer.module_name), q[rows])
+            _Recorded(1, layer, tiny_pipe.unet.get_submodule(layer.module_name), q[rows])
             for layer, q in zip(registry.layers, queries, strict=True)
         ]
         for group_members in measure._same_shaped(members):
-            group = measure._group(group_members)
-            s = measure._scores(1, group_members, group)
-            for g, (layer, _, _) in enumerate(group_members):
-                out[layer.position] = s[g]
+            s = measure._scores(group_members, measure._group(group_members))
+            for g, member in enumerate(group_members):
+                out[member.layer.position] = s[g]
         return out
 
     monkeypatch.setattr(acc, "exp_path", lambda device: exp)

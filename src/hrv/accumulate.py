@@ -88,6 +88,9 @@ _EXP_SAFE = 80.0
 _GROUP_ELEMENTS = 2**26
 # elements of the logits processed at a time on the CPU, per thread (512 KiB in float32)
 _CPU_CHUNK = 2**17
+# recorded query elements held back before they are scored (16 MiB in float32): the layers of
+# several UNet evaluations are then scored together, in fewer and larger operations
+_DEFER_ELEMENTS = 2**22
 
 
 def exp_path(device: torch.device) -> bool:
@@ -102,25 +105,37 @@ def exp_path(device: torch.device) -> bool:
 
 
 @dataclass
-class _Group:
-    """Same-shaped CA layers scored together: their stacked keys and where their votes go."""
+class _Recorded:
+    """The conditional-half queries (B, heads, HW, d) of one CA layer at UNet evaluation ``t``."""
 
-    positions: torch.Tensor  # (G,) CA-layer positions
-    offsets: torch.Tensor  # (G, 1, 1): where each member's keys start in ``keys``
-    keys: torch.Tensor  # (G * rows, heads, d) float32, softmax scale folded in
+    t: int
+    layer: CALayer
+    attn: object
+    query: torch.Tensor
+
+
+@dataclass
+class _Group:
+    """Recorded layers of one shape, scored together: indices into the tables, keys, vote targets."""
+
+    rows: torch.Tensor  # (G,) rows of the (T * L) index tables: t * L + layer position
+    offsets: torch.Tensor  # (G, 1, 1): where each member's layer starts in ``keys``
+    keys: torch.Tensor  # (layers * bank rows, heads, d) float32, softmax scale folded in
     limit: torch.Tensor  # (G, 1, heads): max|q_i| below this keeps every logit within _EXP_SAFE
-    heads: torch.Tensor  # (G * heads,) global head indices
+    targets: torch.Tensor  # (G, 1, heads): each member's head in the flattened (T, B, H) winners
 
 
 class VoteMeasure:
     """Counts votes ``counts[t, c, h]`` on the device for the prompts of the current batch.
 
-    The CA processors hand over their conditional-half queries (``record``); when the UNet
-    evaluation ends (``end_evaluation``) the layers are scored in groups of equal shape, a few
-    batched operations per group instead of per layer (on the CPU each operation has a fixed
-    cost of tens of microseconds between the UNet's large kernels). Each head's winner goes to a
-    preallocated (T, B, H) tensor on the device, counted into ``counts`` by ``flush`` after the
-    batch; nothing is copied to the host.
+    The CA processors hand over their conditional-half queries (``record``); when a UNet
+    evaluation ends (``end_evaluation``) they are held back until ``_DEFER_ELEMENTS`` query
+    elements or the batch's last evaluation, then scored in groups of equal shape: a few batched
+    operations per group instead of per layer and evaluation (on the CPU each operation has a
+    fixed cost of tens of microseconds between the UNet's large kernels). Each head's winner goes
+    to a preallocated (T, B, H) tensor on the device, counted into ``counts`` by ``flush`` after
+    the batch; nothing is copied to the host. Every (evaluation, layer, prompt, head) is scored
+    on its own row of these operations, so its vote does not depend on what it was grouped with.
 
     Token slots have a fixed layout: slot 0 is SOT, then each concept owns as many slots as its
     longest word has tokens; the chosen word fills the first ones and the rest are padding. So a
@@ -159,8 +174,10 @@ class VoteMeasure:
             slots[: span[c], c] = self._start[c] + np.arange(span[c])
         self._slots = torch.from_numpy(slots).to(device)
         self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._groups: dict[tuple[int, ...], _Group] = {}
-        self._pending: list[tuple[CALayer, object, torch.Tensor]] = []
+        self._layer_stacks: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._pending: list[_Recorded] = []  # this evaluation's layers
+        self._deferred: list[_Recorded] = []  # earlier evaluations' layers, not scored yet
+        self._deferred_elements = 0
         self._winners = torch.empty(0, dtype=torch.int64, device=device)
 
     def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
@@ -183,12 +200,16 @@ class VoteMeasure:
                 idx[..., slot] = np.maximum(rows[..., j], 0)
                 used[..., slot] = real
                 weight[..., slot] = np.where(real, 1.0 / ntok, 0.0)  # a word's score: mean of its tokens
+        if self._pending or self._deferred:
+            raise RuntimeError("a new batch began before the last one's votes were flushed")
         to = dict(device=self.device)
-        self._idx = torch.from_numpy(idx).to(**to)
-        self._keep = torch.from_numpy(used.astype(np.float32)[..., None]).to(**to)  # (T, L, B, slots, 1)
-        bias = np.where(used, 0.0, -np.inf).astype(np.float32)[:, :, :, None, None, :]
-        self._bias = torch.from_numpy(bias).to(**to)  # (T, L, B, 1, 1, slots)
-        self._weight = torch.from_numpy(weight[:, :, :, None, :]).to(**to)  # (T, L, B, 1, slots)
+        # every table flattened to (T * L, B, ...): a recorded layer's row is t * L + position
+        self._idx = torch.from_numpy(idx.reshape(T * L, B, -1)).to(**to)
+        keep = used.astype(np.float32).reshape(T * L, B, -1, 1)
+        self._keep = torch.from_numpy(keep).to(**to)  # (T * L, B, slots, 1)
+        bias = np.where(used, 0.0, -np.inf).astype(np.float32).reshape(T * L, B, 1, 1, -1)
+        self._bias = torch.from_numpy(bias).to(**to)  # (T * L, B, 1, 1, slots)
+        self._weight = torch.from_numpy(weight.reshape(T * L, B, 1, -1)).to(**to)  # (T * L, B, 1, slots)
         self._winners = torch.full((T, B, self.registry.n_heads), -1, dtype=torch.int64, **to)
 
     def _layer_keys(self, attn, layer: CALayer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,74 +230,89 @@ class VoteMeasure:
             self._keys[layer.position] = cached
         return cached
 
-    def _group(self, members: list[tuple[CALayer, object, torch.Tensor]]) -> _Group:
-        key = tuple(layer.position for layer, _, _ in members)
-        group = self._groups.get(key)
-        if group is None:
-            keys, norms = zip(*(self._layer_keys(attn, layer) for layer, attn, _ in members), strict=True)
-            rows, _, d = keys[0].shape
-            group = _Group(
-                positions=torch.tensor(key, device=self.device),
-                offsets=torch.arange(0, len(key) * rows, rows, device=self.device)[:, None, None],
-                keys=torch.cat(keys),
-                limit=(_EXP_SAFE / (math.sqrt(d) * torch.stack(norms)))[:, None, :],
-                heads=torch.cat([torch.arange(m.offset, m.offset + m.heads) for m, _, _ in members]).to(
-                    self.device
-                ),
-            )
-            self._groups[key] = group
-        return group
+    def _group(self, members: list[_Recorded]) -> _Group:
+        """Keys and table rows of recorded layers of one shape (the keys cached per set of layers)."""
+        positions = tuple(dict.fromkeys(m.layer.position for m in members))  # unique, in order
+        stack = self._layer_stacks.get(positions)
+        if stack is None:
+            attns = {m.layer.position: (m.layer, m.attn) for m in members}
+            keys, norms = zip(*(self._layer_keys(attn, layer) for layer, attn in attns.values()), strict=True)
+            d = keys[0].shape[-1]
+            stack = (torch.cat(keys), _EXP_SAFE / (math.sqrt(d) * torch.stack(norms)))
+            self._layer_stacks[positions] = stack
+        keys, limits = stack
+        bank_rows = self.bank.embeddings.shape[0]
+        n_layers, B, H = len(self.registry.layers), self._winners.shape[1], self.registry.n_heads
+        which = torch.tensor([positions.index(m.layer.position) for m in members], device=self.device)
+        first = torch.tensor(
+            [m.t * B * H + m.layer.offset for m in members], device=self.device
+        )  # winners[t, 0, offset] in the flattened (T, B, H) tensor
+        heads = members[0].layer.heads
+        return _Group(
+            rows=torch.tensor([m.t * n_layers + m.layer.position for m in members], device=self.device),
+            offsets=(which * bank_rows)[:, None, None],
+            keys=keys,
+            limit=limits.index_select(0, which)[:, None, :],
+            targets=first[:, None, None]
+            + (torch.arange(B, device=self.device) * H)[None, :, None]
+            + torch.arange(heads, device=self.device)[None, None, :],
+        )
 
     def record(self, attn, layer: CALayer, query: torch.Tensor) -> None:
         """Called by the CA processor: query (B, heads, HW, d) of the conditional half."""
-        self._pending.append((layer, attn, query))
+        self._pending.append(_Recorded(-1, layer, attn, query))
 
     def end_evaluation(self, t: int) -> None:
-        """Score the layers recorded during UNet evaluation ``t``, in groups of equal shape."""
+        """Tag the layers recorded during UNet evaluation ``t``; score what is held back once it is
+        ``_DEFER_ELEMENTS`` query elements or ``t`` is the last evaluation."""
         if not 0 <= t < self.n_evals:
-            self._pending = []
+            self._pending, self._deferred, self._deferred_elements = [], [], 0
             raise RuntimeError(
                 f"UNet evaluation {t} is beyond the {self.n_evals} this sampling was expected to make: "
                 "the scheduler's step count differs from hrv.accumulate.n_unet_evaluations"
             )
-        pending, self._pending = self._pending, []
-        for members in self._same_shaped(pending):
-            self._vote(t, members)
+        for member in self._pending:
+            member.t = t
+            self._deferred_elements += member.query.numel()
+        self._deferred += self._pending
+        self._pending = []
+        if self._deferred_elements >= _DEFER_ELEMENTS or t == self.n_evals - 1:
+            self._score_deferred()
 
-    def _same_shaped(
-        self, members: list[tuple[CALayer, object, torch.Tensor]]
-    ) -> list[list[tuple[CALayer, object, torch.Tensor]]]:
+    def _score_deferred(self) -> None:
+        deferred, self._deferred, self._deferred_elements = self._deferred, [], 0
+        for members in self._same_shaped(deferred):
+            self._vote(members)
+
+    def _same_shaped(self, members: list[_Recorded]) -> list[list[_Recorded]]:
         """The recorded layers in groups of equal query shape, each below ``_GROUP_ELEMENTS`` logits."""
-        shapes: dict[tuple, list] = {}
+        shapes: dict[tuple, list[_Recorded]] = {}
         for member in members:
-            shapes.setdefault((tuple(member[2].shape), member[2].dtype), []).append(member)
+            shapes.setdefault((tuple(member.query.shape), member.query.dtype), []).append(member)
         groups = []
         for (shape, _), same in shapes.items():
             size = max(1, _GROUP_ELEMENTS // (math.prod(shape[:3]) * self._width))
             groups += [same[i : i + size] for i in range(0, len(same), size)]
         return groups
 
-    def _vote(self, t: int, members: list[tuple[CALayer, object, torch.Tensor]]) -> None:
-        """Each head's argmax concept for a group of same-shaped layers, into ``_winners[t]``."""
+    def _vote(self, members: list[_Recorded]) -> None:
+        """Each head's argmax concept for a group of same-shaped recorded layers, into ``_winners``."""
         group = self._group(members)
-        winners = self._scores(t, members, group).argmax(dim=-1)  # (G, B, heads)
-        G, B, heads = winners.shape
-        self._winners[t][:, group.heads] = winners.permute(1, 0, 2).reshape(B, G * heads)
+        winners = self._scores(members, group).argmax(dim=-1)  # (G, B, heads)
+        self._winners.view(-1).index_copy_(0, group.targets.view(-1), winners.view(-1))
 
-    def _scores(
-        self, t: int, members: list[tuple[CALayer, object, torch.Tensor]], group: _Group
-    ) -> torch.Tensor:
-        """(G, B, heads, N) concept scores of a group of same-shaped layers at evaluation ``t``."""
-        q = torch.stack([query for _, _, query in members]).float()  # (G, B, heads, HW, d)
+    def _scores(self, members: list[_Recorded], group: _Group) -> torch.Tensor:
+        """(G, B, heads, N) concept scores of a group of same-shaped recorded layers."""
+        q = torch.stack([m.query for m in members]).float()  # (G, B, heads, HW, d)
         G, B, heads, hw, d = q.shape
-        pos = group.positions
-        idx = self._idx[t].index_select(0, pos)  # (G, B, slots)
+        rows = group.rows
+        idx = self._idx.index_select(0, rows)  # (G, B, slots)
         # index_select, not advanced indexing: the same gather at a fraction of the fixed cost
         k = group.keys.index_select(0, (idx + group.offsets).view(-1))
         k = k.view(G, B, self._width, heads, d).permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
         n, width = G * B, self._width
         q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
-        bias = self._bias[t].index_select(0, pos).view(n, 1, 1, width)  # padding at -inf: exact paths
+        bias = self._bias.index_select(0, rows).view(n, 1, 1, width)  # padding at -inf: exact paths
         if not exp_path(q.device):
             if self.strict:
                 sums = [
@@ -289,23 +325,23 @@ class VoteMeasure:
         else:
             # (prompt, head) pairs as one batch dimension of 3-D products (torch.bmm: the same
             # kernels as torch.matmul's, without its per-call broadcasting work)
-            rows = n * heads
-            safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(rows)
+            n_rows = n * heads
+            safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(n_rows)
             safe = None if bool(safe.all()) else safe  # checked once per group, not per chunk
-            q, k = q.view(rows, hw, d), k.reshape(rows, d, width)
-            keep = self._keep[t].index_select(0, pos).view(n, 1, width, 1).expand(n, heads, width, 1)
-            keep = keep.reshape(rows, width, 1)
+            q, k = q.view(n_rows, hw, d), k.reshape(n_rows, d, width)
+            keep = self._keep.index_select(0, rows).view(n, 1, width, 1).expand(n, heads, width, 1)
+            keep = keep.reshape(n_rows, width, 1)
             if safe is not None:  # only the exact fallback adds the padding's -inf
-                bias = bias.expand(n, heads, 1, width).reshape(rows, 1, width)
+                bias = bias.expand(n, heads, 1, width).reshape(n_rows, 1, width)
             # the (chunk, HW, slots) logits are sized to stay in the cores' L2 caches through their
             # four passes (tiny model, 1 thread: the vote took 20% less time)
             step = heads * max(1, _CPU_CHUNK * torch.get_num_threads() // (heads * hw * width))
-            probs = q.new_empty((rows, 1, width))
-            for i in range(0, rows, step):
+            probs = q.new_empty((n_rows, 1, width))
+            for i in range(0, n_rows, step):
                 part = slice(i, i + step)
                 fallback = (None, None) if safe is None else (bias[part], safe[part])
                 self._pixel_sums(q[part], k[part], keep[part], *fallback, probs[part])
-        probs = probs.view(G, B, heads, width) * self._weight[t].index_select(0, pos)
+        probs = probs.view(G, B, heads, width) * self._weight.index_select(0, rows)
         # a concept's score: its slots added in a fixed order (bitwise the same on every device and
         # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)
         scores = probs.index_select(-1, self._slots[0])
@@ -349,6 +385,8 @@ class VoteMeasure:
         """Add the batch's votes to ``counts`` (on the device, one scatter for the whole batch)."""
         if self._pending:
             raise RuntimeError("queries were recorded after the last UNet evaluation ended")
+        if self._deferred:
+            self._score_deferred()
         T, B, H = self._winners.shape
         if bool((self._winners < 0).any()):
             raise RuntimeError("a cross-attention layer did not vote at some UNet evaluation")

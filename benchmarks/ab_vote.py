@@ -51,6 +51,7 @@ def module_at(revision: str, folder: Path):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("accumulate_base", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
     spec.loader.exec_module(module)
     return module
 

@@ -99,8 +99,12 @@ def reference_counts(pipe, concepts: ConceptSet, prompts, seed, keep_sot=True):
     return counts, margins
 
 
-@pytest.mark.parametrize("keep_sot", [True, False])
-def test_matches_plain_reference(tiny_pipe, concepts, keep_sot):
+@pytest.mark.parametrize(("keep_sot", "overflow"), [(True, 0.01), (False, 0.01), (True, 1.0)])
+def test_matches_plain_reference(tiny_pipe, concepts, monkeypatch, keep_sot, overflow):
+    """``overflow`` 1.0 packs 8 slots, too few for any draw: every pair is scored in the full layout."""
+    import hrv.accumulate as acc
+
+    monkeypatch.setattr(acc, "_OVERFLOW", overflow)
     got = accumulate(
         tiny_pipe,
         concepts,
@@ -322,6 +326,7 @@ def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch
     # as on a GPU, where every head takes the exact softmax without a per-group host sync
     monkeypatch.setattr(acc, "_EXP_SAFE", 80.0)
     monkeypatch.setattr(acc, "exp_path", lambda device: False)
+    monkeypatch.setattr(acc, "_OVERFLOW", 0.0)  # no pair scored again in the full layout
     softmax_calls.clear()
     gpu_like = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=2, **kw)
     # all four groups, in two batches; a batch's four evaluations are held back and scored together
@@ -331,21 +336,24 @@ def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("chunk", "exp", "strict"),
+    ("chunk", "exp", "strict", "overflow"),
     [
-        (1, True, False),
-        (2**11, True, False),
-        (2**40, True, False),
-        (2**40, False, False),
-        (2**40, False, True),
+        (1, True, False, 0.01),
+        (2**11, True, False, 0.01),
+        (2**40, True, False, 0.01),
+        (2**40, False, False, 0.01),
+        (2**40, False, True, 0.01),
+        (2**11, True, False, 0.9),
+        (2**40, False, False, 0.9),
     ],
 )
 def test_scores_are_bitwise_independent_of_batch_and_chunking(
-    tiny_pipe, concepts, monkeypatch, chunk, exp, strict
+    tiny_pipe, concepts, monkeypatch, chunk, exp, strict, overflow
 ):
     """The float scores (not only their argmax) of a prompt are the same alone, in any batch and
     whatever the CPU chunk size, on the exp path and on the exact one (the GPU's), so near-ties
-    cannot make votes depend on batching."""
+    cannot make votes depend on batching. ``overflow`` 0.9 packs fewer slots (40 instead of 48), so
+    that most but not all pairs of a batch are scored again in the full layout."""
     import hrv.accumulate as acc
     from hrv.accumulate import VoteMeasure, _Recorded
 
@@ -368,13 +376,18 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(
             for layer, q in zip(registry.layers, queries, strict=True)
         ]
         for group_members in measure._same_shaped(members):
-            s = measure._scores(group_members, measure._group(group_members))
+            s = measure._group_scores(group_members, measure._group(group_members))
             for g, member in enumerate(group_members):
                 out[member.layer.position] = s[g]
         return out
 
     monkeypatch.setattr(acc, "exp_path", lambda device: exp)
+    monkeypatch.setattr(acc, "_OVERFLOW", overflow)
     whole = scores([10, 11, 12, 13, 14], slice(0, 5))
+    measure = VoteMeasure(registry, bank, 2, tiny_pipe.device)
+    measure.set_batch(9, [10, 11, 12, 13, 14])
+    rescored = measure._overflow.reshape(2, len(registry.layers), 5)[1].mean()
+    assert (0.3 < rescored < 0.95) if overflow == 0.9 else rescored < 0.1
     monkeypatch.setattr(acc, "_CPU_CHUNK", chunk)
     alone = scores([12], slice(2, 3))
     pair = scores([13, 14], slice(3, 5))
@@ -393,3 +406,71 @@ def test_an_unexpected_extra_unet_evaluation_is_a_clear_error(tiny_pipe, concept
         measure.end_evaluation(4)
     with pytest.raises(RuntimeError, match="did not vote"):
         measure.flush()
+
+
+def _toy_bank(token_counts: list[list[int]]) -> WordBank:
+    """A bank whose concept c's word w has ``token_counts[c][w]`` tokens, on consecutive rows."""
+    n, max_words, max_tokens = len(token_counts), max(map(len, token_counts)), max(map(max, token_counts))
+    table = np.full((n, max_words, max_tokens), -1, dtype=np.int64)
+    n_tok = np.ones((n, max_words), dtype=np.int64)
+    row = 1
+    for c, words in enumerate(token_counts):
+        for w, k in enumerate(words):
+            table[c, w, :k] = np.arange(row, row + k)
+            n_tok[c, w] = k
+            row += k
+    return WordBank(torch.randn(row, 4), table, np.array([len(w) for w in token_counts]), n_tok)
+
+
+def test_packed_width_is_the_narrowest_that_overflows_rarely_enough():
+    import itertools
+
+    from hrv.accumulate import packed_width
+
+    counts = [[1, 2], [1, 1, 3], [2], [1, 4]]
+    bank = _toy_bank(counts)
+    draws = [1 + sum(c) for c in itertools.product(*counts)]  # every draw is equally likely
+    full = 1 + sum(max(c) for c in counts)  # 12
+    for overflow in (0.0, 0.05, 1 / 3, 0.5, 0.9, 1.0):
+        want = next(
+            (w for w in range(2, full, 2) if np.mean([u > w for u in draws]) <= overflow + 1e-12), full
+        )
+        assert packed_width(bank, overflow, multiple=2) == want, overflow
+    assert packed_width(bank, 0.0, multiple=2) == full  # never narrower than every draw needs
+
+
+@pytest.mark.parametrize("keep_sot", [True, False])
+def test_packed_and_full_layouts_hold_each_chosen_word(keep_sot):
+    """Both layouts give every concept exactly its chosen word's bank rows, each weighted 1/tokens;
+    the packed one may drop only from pairs whose words do not fit (scored in the full one)."""
+    from hrv.accumulate import _Layout
+
+    counts = [[1, 2], [1, 1, 3], [2], [1, 4]]
+    bank = _toy_bank(counts)
+    rng = np.random.default_rng(0)
+    choices = np.stack([rng.integers(0, len(c), size=(2, 3, 4)) for c in counts], axis=-1)  # (T, L, B, N)
+    n_tokens = np.stack([bank.n_tokens[c][choices[..., c]] for c in range(len(counts))], axis=-1)
+    packed_start = 1 + np.cumsum(n_tokens, axis=-1) - n_tokens
+    full_start = np.broadcast_to(
+        1 + np.concatenate([[0], np.cumsum([max(c) for c in counts])[:-1]]), choices.shape
+    )
+    width = 6
+    layouts = {
+        "packed": _Layout.build(bank, choices, keep_sot, width, packed_start, "cpu"),
+        "full": _Layout.build(bank, choices, keep_sot, 1 + sum(max(c) for c in counts), full_start, "cpu"),
+    }
+    fits = (1 + n_tokens.sum(-1) <= width).reshape(-1)
+    assert 0 < fits.mean() < 1
+    flat_choices = choices.reshape(-1, len(counts))
+    for name, lay in layouts.items():
+        for row, choice in enumerate(flat_choices):
+            if name == "packed" and not fits[row]:
+                continue
+            for c, w in enumerate(choice):
+                slots = [int(s) for s in lay.gather[row, :, c] if lay.weight[row, 0, s] > 0]
+                assert [int(lay.idx[row, s]) for s in slots] == list(bank.word_tokens[c, w, : counts[c][w]])
+                assert all(float(lay.weight[row, 0, s]) == np.float32(1 / counts[c][w]) for s in slots)
+            used = lay.keep[row, :, 0]
+            assert used.sum() == keep_sot + sum(counts[c][w] for c, w in enumerate(choice))
+            assert bool(used[0]) == keep_sot
+            assert torch.equal(lay.bias[row, 0] == 0, used > 0)

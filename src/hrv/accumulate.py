@@ -91,6 +91,9 @@ _CPU_CHUNK = 2**17
 # recorded query elements held back before they are scored (16 MiB in float32): the layers of
 # several UNet evaluations are then scored together, in fewer and larger operations
 _DEFER_ELEMENTS = 2**22
+# the packed token-slot layout is as narrow as leaves at most this share of the word draws over
+# (scored again in the full layout)
+_OVERFLOW = 0.01
 
 
 def exp_path(device: torch.device) -> bool:
@@ -102,6 +105,72 @@ def exp_path(device: torch.device) -> bool:
     the exact softmax, as before.
     """
     return device.type == "cpu"
+
+
+def packed_width(bank: WordBank, overflow: float, multiple: int = 8) -> int:
+    """The narrowest multiple of ``multiple`` slots that holds SOT and the chosen words' tokens of all
+    but a fraction ``overflow`` of draws (each concept's word uniform, as ``word_choices`` draws), or
+    the full layout's width if that is narrower. Exact: the distribution of the total token count is
+    the convolution of the concepts' own."""
+    pmf = np.ones(1)
+    for c in range(len(bank.n_words)):
+        pmf = np.convolve(pmf, np.bincount(bank.n_tokens[c, : bank.n_words[c]]) / bank.n_words[c])
+    beyond = 1.0 - np.cumsum(pmf)  # beyond[k]: P(more than k tokens), i.e. more than k + 1 slots
+    full = 1 + int(bank.n_tokens.max(axis=1).sum())
+    for width in range(multiple, full, multiple):
+        if beyond[width - 1] <= overflow:
+            return width
+    return full
+
+
+@dataclass
+class _Layout:
+    """Token-slot tables of one batch, a row per (evaluation, layer, prompt): row (t * L + l) * B + b."""
+
+    width: int
+    idx: torch.Tensor  # (P, width) bank rows; padding reads row 0
+    keep: torch.Tensor  # (P, width, 1) float32: 1 on SOT (if kept) and the words' tokens
+    bias: torch.Tensor  # (P, 1, width) 0 or -inf (padding), for the exact softmax
+    weight: torch.Tensor  # (P, 1, width) 1 / tokens on each token of a word, else 0
+    gather: torch.Tensor  # (P, span, N) slot of concept c's j-th token, or 0 (SOT, weight 0)
+
+    @classmethod
+    def build(
+        cls, bank: WordBank, choices: np.ndarray, keep_sot: bool, width: int, start: np.ndarray, device
+    ):
+        """Tables for the words ``choices`` (T, L, B, N), concept c's tokens from slot ``start[..., c]``
+        on (broadcast to (T, L, B, N)); tokens that do not fit in ``width`` are left out."""
+        shape, n = choices.shape[:-1], choices.shape[-1]
+        # one column beyond the width collects every write that does not fit (then dropped)
+        idx = np.zeros((*shape, width + 1), dtype=np.int64)
+        used = np.zeros((*shape, width + 1), dtype=bool)
+        used[..., 0] = keep_sot
+        weight = np.zeros((*shape, width + 1), dtype=np.float32)
+        gather = np.zeros((*shape, int(bank.n_tokens.max()), n), dtype=np.int64)
+        for c in range(n):
+            rows = bank.word_tokens[c][choices[..., c]]  # (T, L, B, max_tok), -1 = padding
+            share = (1.0 / bank.n_tokens[c][choices[..., c]]).astype(np.float32)  # a word: mean of its tokens
+            for j in range(int(bank.n_tokens[c].max())):
+                slot = start[..., c] + j
+                fits = (rows[..., j] >= 0) & (slot < width)
+                col = np.where(fits, slot, width)[..., None]
+                np.put_along_axis(idx, col, np.maximum(rows[..., j], 0)[..., None], axis=-1)
+                np.put_along_axis(used, col, fits[..., None], axis=-1)
+                np.put_along_axis(weight, col, np.where(fits, share, 0.0)[..., None], axis=-1)
+                gather[..., j, c] = np.where(fits, slot, 0)
+        used, n_rows = used[..., :width], math.prod(shape)
+
+        def to(a: np.ndarray, *tail: int) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a).reshape(n_rows, *tail)).to(device)
+
+        return cls(
+            width=width,
+            idx=to(idx[..., :width], width),
+            keep=to(used.astype(np.float32), width, 1),
+            bias=to(np.where(used, 0.0, -np.inf).astype(np.float32), 1, width),
+            weight=to(weight[..., :width], 1, width),
+            gather=to(gather, *gather.shape[-2:]),
+        )
 
 
 @dataclass
@@ -116,13 +185,14 @@ class _Recorded:
 
 @dataclass
 class _Group:
-    """Recorded layers of one shape, scored together: indices into the tables, keys, vote targets."""
+    """Recorded layers of one shape, scored together: rows of the tables, keys, vote targets."""
 
-    rows: torch.Tensor  # (G,) rows of the (T * L) index tables: t * L + layer position
-    offsets: torch.Tensor  # (G, 1, 1): where each member's layer starts in ``keys``
+    rows: np.ndarray  # (G * B,) layout rows of its (layer, prompt) pairs, in (member, prompt) order
+    pairs: torch.Tensor  # the same on the device
+    offsets: torch.Tensor  # (G * B,): where each pair's layer starts in ``keys``
     keys: torch.Tensor  # (layers * bank rows, heads, d) float32, softmax scale folded in
-    limit: torch.Tensor  # (G, 1, heads): max|q_i| below this keeps every logit within _EXP_SAFE
-    targets: torch.Tensor  # (G, 1, heads): each member's head in the flattened (T, B, H) winners
+    limit: torch.Tensor  # (G * B, heads): max|q_i| below this keeps every logit within _EXP_SAFE
+    targets: torch.Tensor  # (G, B, heads): each pair's heads in the flattened (T, B, H) winners
 
 
 class VoteMeasure:
@@ -137,9 +207,12 @@ class VoteMeasure:
     the batch; nothing is copied to the host. Every (evaluation, layer, prompt, head) is scored
     on its own row of these operations, so its vote does not depend on what it was grouped with.
 
-    Token slots have a fixed layout: slot 0 is SOT, then each concept owns as many slots as its
-    longest word has tokens; the chosen word fills the first ones and the rest are padding. So a
-    slot's concept never changes, and every batch composition gives the same columns.
+    Token slots: slot 0 is SOT, then the chosen words' tokens, packed in concept order, then
+    padding up to a width that holds all but ``_OVERFLOW`` of the draws (48 slots for the paper's
+    concepts, where a fixed slot range per concept needs 64: a quarter less work). The few (layer,
+    prompt) pairs whose words need more are scored again in the full layout, where each concept
+    owns as many slots as its longest word has tokens. Which layout a pair takes depends on its
+    own words only, so its votes never depend on its batch.
 
     ``strict``: on a GPU each batch element's product and pixel sums run on their own, so the same
     kernels run whatever the batch (cuBLAS and the reduction kernels choose by shape; on an H200 the
@@ -165,14 +238,10 @@ class VoteMeasure:
             (n_evals, self.n_concepts, registry.n_heads), dtype=torch.int64, device=device
         )
         self.device = device
-        span = bank.n_tokens.max(axis=1)  # slots per concept: its longest word
-        self._start = 1 + np.concatenate([[0], np.cumsum(span)[:-1]])
-        self._width = 1 + int(span.sum())
-        # slots[j, c]: concept c's j-th slot, or slot 0 (SOT, weight 0) where its span is shorter
-        slots = np.zeros((int(span.max()), self.n_concepts), dtype=np.int64)
-        for c in range(self.n_concepts):
-            slots[: span[c], c] = self._start[c] + np.arange(span[c])
-        self._slots = torch.from_numpy(slots).to(device)
+        span = bank.n_tokens.max(axis=1)  # full layout: slots per concept, its longest word
+        self._full_start = 1 + np.concatenate([[0], np.cumsum(span)[:-1]])
+        self._full_width = 1 + int(span.sum())
+        self._packed_width = packed_width(bank, _OVERFLOW)
         self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._layer_stacks: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self._pending: list[_Recorded] = []  # this evaluation's layers
@@ -181,36 +250,25 @@ class VoteMeasure:
         self._winners = torch.empty(0, dtype=torch.int64, device=device)
 
     def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
-        """Build the token-slot tables of a batch, each (T, L, B, ...) over the slots."""
-        bank, n_layers, n = self.bank, len(self.registry.layers), self.n_concepts
+        """Build the token-slot tables of a batch (packed, and full for the pairs that overflow)."""
+        if self._pending or self._deferred:
+            raise RuntimeError("a new batch began before the last one's votes were flushed")
+        bank, n_layers = self.bank, len(self.registry.layers)
         choices = np.stack(
             [word_choices(seed, i, self.n_evals, n_layers, bank.n_words) for i in prompt_indices], axis=2
         )  # (T, L, B, N)
         T, L, B = choices.shape[:3]
-        idx = np.zeros((T, L, B, self._width), dtype=np.int64)  # bank rows; padding reads row 0
-        weight = np.zeros((T, L, B, self._width), dtype=np.float32)
-        used = np.zeros((T, L, B, self._width), dtype=bool)
-        used[..., 0] = self.keep_sot
-        for c in range(n):
-            rows = bank.word_tokens[c][choices[..., c]]  # (T, L, B, max_tok), -1 = padding
-            ntok = bank.n_tokens[c][choices[..., c]]  # (T, L, B)
-            for j in range(int(bank.n_tokens[c].max())):
-                slot = self._start[c] + j
-                real = rows[..., j] >= 0
-                idx[..., slot] = np.maximum(rows[..., j], 0)
-                used[..., slot] = real
-                weight[..., slot] = np.where(real, 1.0 / ntok, 0.0)  # a word's score: mean of its tokens
-        if self._pending or self._deferred:
-            raise RuntimeError("a new batch began before the last one's votes were flushed")
-        to = dict(device=self.device)
-        # every table flattened to (T * L, B, ...): a recorded layer's row is t * L + position
-        self._idx = torch.from_numpy(idx.reshape(T * L, B, -1)).to(**to)
-        keep = used.astype(np.float32).reshape(T * L, B, -1, 1)
-        self._keep = torch.from_numpy(keep).to(**to)  # (T * L, B, slots, 1)
-        bias = np.where(used, 0.0, -np.inf).astype(np.float32).reshape(T * L, B, 1, 1, -1)
-        self._bias = torch.from_numpy(bias).to(**to)  # (T * L, B, 1, 1, slots)
-        self._weight = torch.from_numpy(weight.reshape(T * L, B, 1, -1)).to(**to)  # (T * L, B, 1, slots)
-        self._winners = torch.full((T, B, self.registry.n_heads), -1, dtype=torch.int64, **to)
+        n_tokens = np.stack([bank.n_tokens[c][choices[..., c]] for c in range(self.n_concepts)], axis=-1)
+        start = 1 + np.cumsum(n_tokens, axis=-1) - n_tokens  # packed: each word after the previous
+        self._packed = _Layout.build(bank, choices, self.keep_sot, self._packed_width, start, self.device)
+        self._overflow = (1 + n_tokens.sum(axis=-1) > self._packed_width).reshape(-1)  # (T * L * B,)
+        self._full = None
+        if self._overflow.any():
+            full_start = np.broadcast_to(self._full_start, choices.shape)
+            self._full = _Layout.build(
+                bank, choices, self.keep_sot, self._full_width, full_start, self.device
+            )
+        self._winners = torch.full((T, B, self.registry.n_heads), -1, dtype=torch.int64, device=self.device)
 
     def _layer_keys(self, attn, layer: CALayer) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, heads, d) float32 keys of every bank row, softmax scale folded in, and each head's
@@ -243,16 +301,20 @@ class VoteMeasure:
         keys, limits = stack
         bank_rows = self.bank.embeddings.shape[0]
         n_layers, B, H = len(self.registry.layers), self._winners.shape[1], self.registry.n_heads
+        rows = (
+            np.array([m.t * n_layers + m.layer.position for m in members])[:, None] * B + np.arange(B)
+        ).ravel()
         which = torch.tensor([positions.index(m.layer.position) for m in members], device=self.device)
         first = torch.tensor(
             [m.t * B * H + m.layer.offset for m in members], device=self.device
         )  # winners[t, 0, offset] in the flattened (T, B, H) tensor
         heads = members[0].layer.heads
         return _Group(
-            rows=torch.tensor([m.t * n_layers + m.layer.position for m in members], device=self.device),
-            offsets=(which * bank_rows)[:, None, None],
+            rows=rows,
+            pairs=torch.from_numpy(rows).to(self.device),
+            offsets=(which * bank_rows).repeat_interleave(B),
             keys=keys,
-            limit=limits.index_select(0, which)[:, None, :],
+            limit=limits.index_select(0, which).repeat_interleave(B, dim=0),
             targets=first[:, None, None]
             + (torch.arange(B, device=self.device) * H)[None, :, None]
             + torch.arange(heads, device=self.device)[None, None, :],
@@ -291,28 +353,55 @@ class VoteMeasure:
             shapes.setdefault((tuple(member.query.shape), member.query.dtype), []).append(member)
         groups = []
         for (shape, _), same in shapes.items():
-            size = max(1, _GROUP_ELEMENTS // (math.prod(shape[:3]) * self._width))
+            size = max(1, _GROUP_ELEMENTS // (math.prod(shape[:3]) * self._packed_width))
             groups += [same[i : i + size] for i in range(0, len(same), size)]
         return groups
 
     def _vote(self, members: list[_Recorded]) -> None:
         """Each head's argmax concept for a group of same-shaped recorded layers, into ``_winners``."""
         group = self._group(members)
-        winners = self._scores(members, group).argmax(dim=-1)  # (G, B, heads)
+        winners = self._group_scores(members, group).argmax(dim=-1)  # (G, B, heads)
         self._winners.view(-1).index_copy_(0, group.targets.view(-1), winners.view(-1))
 
-    def _scores(self, members: list[_Recorded], group: _Group) -> torch.Tensor:
-        """(G, B, heads, N) concept scores of a group of same-shaped recorded layers."""
+    def _group_scores(self, members: list[_Recorded], group: _Group) -> torch.Tensor:
+        """(G, B, heads, N) concept scores of a group of same-shaped recorded layers: the packed layout,
+        then the full one for the pairs whose words overflow it."""
         q = torch.stack([m.query for m in members]).float()  # (G, B, heads, HW, d)
-        G, B, heads, hw, d = q.shape
-        rows = group.rows
-        idx = self._idx.index_select(0, rows)  # (G, B, slots)
+        G, B = q.shape[:2]
+        q = q.flatten(0, 1)
+        scores = self._scores(q, group.pairs, group.offsets, group.limit, group.keys, self._packed)
+        over = np.flatnonzero(self._overflow[group.rows])
+        if len(over):
+            sel = torch.from_numpy(over).to(self.device)
+            again = self._scores(
+                q.index_select(0, sel),
+                group.pairs.index_select(0, sel),
+                group.offsets.index_select(0, sel),
+                group.limit.index_select(0, sel),
+                group.keys,
+                self._full,
+            )
+            scores.index_copy_(0, sel, again)
+        return scores.view(G, B, *scores.shape[1:])
+
+    def _scores(
+        self,
+        q: torch.Tensor,
+        pairs: torch.Tensor,
+        offsets: torch.Tensor,
+        limit: torch.Tensor,
+        keys: torch.Tensor,
+        layout: _Layout,
+    ) -> torch.Tensor:
+        """(n, heads, N) concept scores of n (layer, prompt) pairs: queries (n, heads, HW, d), their
+        rows ``pairs`` of ``layout``, where their layer's keys start in ``keys``, their exp bounds."""
+        n, heads, hw, d = q.shape
+        width = layout.width
+        idx = layout.idx.index_select(0, pairs)  # (n, slots)
         # index_select, not advanced indexing: the same gather at a fraction of the fixed cost
-        k = group.keys.index_select(0, (idx + group.offsets).view(-1))
-        k = k.view(G, B, self._width, heads, d).permute(0, 1, 3, 4, 2)  # (G, B, heads, d, slots)
-        n, width = G * B, self._width
-        q, k = q.view(n, heads, hw, d), k.reshape(n, heads, d, width)
-        bias = self._bias.index_select(0, rows).view(n, 1, 1, width)  # padding at -inf: exact paths
+        k = keys.index_select(0, (idx + offsets[:, None]).view(-1))
+        k = k.view(n, width, heads, d).permute(0, 2, 3, 1).contiguous()  # (n, heads, d, slots)
+        bias = layout.bias.index_select(0, pairs).view(n, 1, 1, width)  # padding at -inf: exact paths
         if not exp_path(q.device):
             if self.strict:
                 sums = [
@@ -326,10 +415,10 @@ class VoteMeasure:
             # (prompt, head) pairs as one batch dimension of 3-D products (torch.bmm: the same
             # kernels as torch.matmul's, without its per-call broadcasting work)
             n_rows = n * heads
-            safe = (q.abs().amax(dim=(2, 3)).view(G, B, heads) <= group.limit).view(n_rows)
+            safe = (q.abs().amax(dim=(2, 3)) <= limit).view(n_rows)
             safe = None if bool(safe.all()) else safe  # checked once per group, not per chunk
-            q, k = q.view(n_rows, hw, d), k.reshape(n_rows, d, width)
-            keep = self._keep.index_select(0, rows).view(n, 1, width, 1).expand(n, heads, width, 1)
+            q, k = q.view(n_rows, hw, d), k.view(n_rows, d, width)
+            keep = layout.keep.index_select(0, pairs).view(n, 1, width, 1).expand(n, heads, width, 1)
             keep = keep.reshape(n_rows, width, 1)
             if safe is not None:  # only the exact fallback adds the padding's -inf
                 bias = bias.expand(n, heads, 1, width).reshape(n_rows, 1, width)
@@ -341,12 +430,14 @@ class VoteMeasure:
                 part = slice(i, i + step)
                 fallback = (None, None) if safe is None else (bias[part], safe[part])
                 self._pixel_sums(q[part], k[part], keep[part], *fallback, probs[part])
-        probs = probs.view(G, B, heads, width) * self._weight.index_select(0, rows)
+        probs = probs.view(n, heads, width) * layout.weight.index_select(0, pairs)
         # a concept's score: its slots added in a fixed order (bitwise the same on every device and
         # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)
-        scores = probs.index_select(-1, self._slots[0])
-        for row in self._slots[1:]:
-            scores = scores + probs.index_select(-1, row)
+        gather = layout.gather.index_select(0, pairs)  # (n, span, N)
+        n_concepts = gather.shape[-1]
+        scores = probs.gather(-1, gather[:, None, 0].expand(n, heads, n_concepts))
+        for j in range(1, gather.shape[1]):
+            scores = scores + probs.gather(-1, gather[:, None, j].expand(n, heads, n_concepts))
         return scores
 
     @staticmethod

@@ -386,7 +386,7 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(
     whole = scores([10, 11, 12, 13, 14], slice(0, 5))
     measure = VoteMeasure(registry, bank, 2, tiny_pipe.device)
     measure.set_batch(9, [10, 11, 12, 13, 14])
-    rescored = measure._overflow.reshape(2, len(registry.layers), 5)[1].mean()
+    rescored = (measure._full_row.reshape(2, len(registry.layers), 5)[1] >= 0).mean()
     assert (0.3 < rescored < 0.95) if overflow == 0.9 else rescored < 0.1
     monkeypatch.setattr(acc, "_CPU_CHUNK", chunk)
     alone = scores([12], slice(2, 3))
@@ -440,37 +440,31 @@ def test_packed_width_is_the_narrowest_that_overflows_rarely_enough():
 
 
 @pytest.mark.parametrize("keep_sot", [True, False])
-def test_packed_and_full_layouts_hold_each_chosen_word(keep_sot):
-    """Both layouts give every concept exactly its chosen word's bank rows, each weighted 1/tokens;
-    the packed one may drop only from pairs whose words do not fit (scored in the full one)."""
-    from hrv.accumulate import _Layout
+def test_packed_and_full_layouts_hold_each_chosen_word(tiny_pipe, monkeypatch, keep_sot):
+    """Every (evaluation, layer, prompt) pair gets, for each concept, exactly its drawn word's bank
+    rows, each weighted 1/tokens: in the packed tables where the words fit, else in the full ones."""
+    import hrv.accumulate as acc
 
-    counts = [[1, 2], [1, 1, 3], [2], [1, 4]]
+    counts = [[1, 2], [1, 1, 3], [2], [1, 4]]  # full layout: 1 + 2 + 3 + 2 + 4 = 12 slots
     bank = _toy_bank(counts)
-    rng = np.random.default_rng(0)
-    choices = np.stack([rng.integers(0, len(c), size=(2, 3, 4)) for c in counts], axis=-1)  # (T, L, B, N)
-    n_tokens = np.stack([bank.n_tokens[c][choices[..., c]] for c in range(len(counts))], axis=-1)
-    packed_start = 1 + np.cumsum(n_tokens, axis=-1) - n_tokens
-    full_start = np.broadcast_to(
-        1 + np.concatenate([[0], np.cumsum([max(c) for c in counts])[:-1]]), choices.shape
-    )
-    width = 6
-    layouts = {
-        "packed": _Layout.build(bank, choices, keep_sot, width, packed_start, "cpu"),
-        "full": _Layout.build(bank, choices, keep_sot, 1 + sum(max(c) for c in counts), full_start, "cpu"),
-    }
-    fits = (1 + n_tokens.sum(-1) <= width).reshape(-1)
-    assert 0 < fits.mean() < 1
-    flat_choices = choices.reshape(-1, len(counts))
-    for name, lay in layouts.items():
-        for row, choice in enumerate(flat_choices):
-            if name == "packed" and not fits[row]:
-                continue
-            for c, w in enumerate(choice):
-                slots = [int(s) for s in lay.gather[row, :, c] if lay.weight[row, 0, s] > 0]
-                assert [int(lay.idx[row, s]) for s in slots] == list(bank.word_tokens[c, w, : counts[c][w]])
-                assert all(float(lay.weight[row, 0, s]) == np.float32(1 / counts[c][w]) for s in slots)
-            used = lay.keep[row, :, 0]
-            assert used.sum() == keep_sot + sum(counts[c][w] for c, w in enumerate(choice))
-            assert bool(used[0]) == keep_sot
-            assert torch.equal(lay.bias[row, 0] == 0, used > 0)
+    monkeypatch.setattr(acc, "_OVERFLOW", 0.9)
+    registry = HeadRegistry.from_unet(tiny_pipe.unet)
+    measure = acc.VoteMeasure(registry, bank, 3, "cpu", keep_sot=keep_sot)
+    assert measure._packed_width == 8
+    measure.set_batch(7, [0, 1, 2, 3])
+    choices = np.stack(
+        [word_choices(7, i, 3, len(registry.layers), bank.n_words) for i in range(4)], axis=2
+    ).reshape(-1, len(counts))  # the tables' row order: (evaluation, layer, prompt)
+    needed = 1 + np.array([sum(counts[c][w] for c, w in enumerate(choice)) for choice in choices])
+    assert np.array_equal(measure._full_row >= 0, needed > 8)
+    assert 0.1 < (needed > 8).mean() < 0.9
+    for row, choice in enumerate(choices):
+        full = measure._full_row[row]
+        lay, at = (measure._packed, row) if full < 0 else (measure._full, full)
+        for c, w in enumerate(choice):
+            slots = [int(s) for s in lay.gather[at, :, c] if lay.weight[at, 0, s] > 0]
+            assert [int(lay.idx[at, s]) for s in slots] == list(bank.word_tokens[c, w, : counts[c][w]])
+            assert all(float(lay.weight[at, 0, s]) == np.float32(1 / counts[c][w]) for s in slots)
+        used = lay.keep[at, :, 0]
+        assert used.sum() == keep_sot + needed[row] - 1 and bool(used[0]) == keep_sot
+        assert torch.equal(lay.bias[at, 0] == 0, used > 0)

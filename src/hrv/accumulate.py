@@ -25,7 +25,7 @@ from hrv.concepts import ConceptSet
 from hrv.determinism import make_batch_invariant
 from hrv.errors import HRVInputError
 from hrv.heads import CALayer, HeadRegistry
-from hrv.models import initial_latents
+from hrv.models import initial_latents, unet_device
 
 
 @dataclass
@@ -285,10 +285,12 @@ class VoteMeasure:
         cached = self._keys.get(layer.position)
         if cached is None:
             with torch.no_grad():
-                emb = self.bank.embeddings.to(device=self.device, dtype=attn.to_k.weight.dtype)
+                # as one sequence of a batch of one, like the processor's encoder states (and one
+                # product instead of one per row under make_batch_invariant's per-sample linear layers)
+                emb = self.bank.embeddings.to(device=self.device, dtype=attn.to_k.weight.dtype)[None]
                 if attn.norm_cross:
                     emb = attn.norm_encoder_hidden_states(emb)
-                k = attn.to_k(emb)
+                k = attn.to_k(emb)[0]
                 keys = k.view(k.shape[0], attn.heads, -1)
                 if attn.norm_k is not None:
                     keys = attn.norm_k(keys.transpose(0, 1)).transpose(0, 1)
@@ -542,7 +544,7 @@ def accumulate(
     registry = HeadRegistry.from_unet(pipe.unet)
     bank = bank if bank is not None else WordBank.build(pipe, concepts)
     n_evals = n_unet_evaluations(pipe, steps)
-    measure = VoteMeasure(registry, bank, n_evals, pipe.device, keep_sot=keep_sot, strict=strict)
+    measure = VoteMeasure(registry, bank, n_evals, unet_device(pipe), keep_sot=keep_sot, strict=strict)
     controller = Controller(registry, guidance=guidance_scale > 1.0, measure=measure)
     indices = list(indices)
     bar = tqdm(total=len(indices), desc=desc, unit="prompt", disable=not progress)

@@ -21,6 +21,8 @@ import types
 
 import torch
 
+from hrv.models import unet_device
+
 
 def _per_sample_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     shape = x.shape
@@ -52,7 +54,7 @@ def make_batch_invariant(pipe, strict: bool = False) -> None:
     runs the same kernel whatever the batch: for GPUs, where cuBLAS and cuDNN choose kernels (and
     so rounding) by batch size.
     """
-    if pipe.device.type == "cuda":
+    if unet_device(pipe).type == "cuda":
         # the same algorithm for the same shape on every run (cuDNN's autotuner may pick another)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True

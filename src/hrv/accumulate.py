@@ -244,9 +244,14 @@ class VoteMeasure:
         span = bank.n_tokens.max(axis=1)  # full layout: slots per concept, its longest word
         self._full_start = 1 + np.concatenate([[0], np.cumsum(span)[:-1]])
         self._full_width = 1 + int(span.sum())
-        self._packed_width = packed_width(bank, _OVERFLOW)
+        # on a GPU the full layout only: scoring the overflowing pairs again would need their indices
+        # on the device, a copy from the host per group (which waits for the kernel queue to drain)
+        self._packed_width = (
+            packed_width(bank, _OVERFLOW) if exp_path(torch.device(device)) else self._full_width
+        )
         self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._layer_stacks: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._groups: dict[tuple, _Group] = {}
         self._pending: list[_Recorded] = []  # this evaluation's layers
         self._deferred: list[_Recorded] = []  # earlier evaluations' layers, not scored yet
         self._deferred_elements = 0
@@ -300,7 +305,17 @@ class VoteMeasure:
         return cached
 
     def _group(self, members: list[_Recorded]) -> _Group:
-        """Keys and table rows of recorded layers of one shape (the keys cached per set of layers)."""
+        """Keys and table rows of recorded layers of one shape, cached per (batch size, members): the
+        same groups come back every batch, and on a GPU building their index tensors is a copy from
+        the host that waits for the kernel queue to drain."""
+        B = self._winners.shape[1]
+        key = (B, tuple((m.t, m.layer.position) for m in members))
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = self._new_group(members)
+        return group
+
+    def _new_group(self, members: list[_Recorded]) -> _Group:
         positions = tuple(dict.fromkeys(m.layer.position for m in members))  # unique, in order
         stack = self._layer_stacks.get(positions)
         if stack is None:

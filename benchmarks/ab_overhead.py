@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
 from ab_vote import module_at  # noqa: E402
-from bench_hrv import ROOT, add_model_args, benchmark_pipeline  # noqa: E402
+from bench_hrv import ROOT, VoteClock, add_model_args, benchmark_pipeline  # noqa: E402
 
 import hrv.accumulate as current  # noqa: E402
 from hrv.concepts import read_concepts  # noqa: E402
@@ -92,14 +92,21 @@ def main() -> None:
         runs = {"plain": plain, "base": hrv("base"), "new": hrv("new")}
         order = list(runs)
         times: dict[str, list[float]] = {k: [] for k in runs}
+        clock, vote = (
+            VoteClock(cuda=pipe.device.type == "cuda"),
+            [],
+        )  # the working tree's vote work, timed inside its runs
         with torch.no_grad():
             for fn in runs.values():  # warm-up
                 fn()
             for r in range(args.rounds):
                 for name in order[r % 3 :] + order[: r % 3]:
+                    clock.reset()
                     start = time.perf_counter()
                     runs[name]()
                     times[name].append(time.perf_counter() - start)
+                    if name == "new":
+                        vote.append(clock.total)
                 print(
                     f"round {r + 1}/{args.rounds}: "
                     + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
@@ -113,6 +120,8 @@ def main() -> None:
     for name, label in (("base", f"base {args.base}"), ("new", "working tree")):
         q1, med, q3 = (100 * (np.quantile(np.array(times[name]) / plain_t, q) - 1) for q in (0.25, 0.5, 0.75))
         print(f"{label:>20}: overhead over plain sampling {med:+.1f}% (quartiles {q1:+.1f} .. {q3:+.1f})")
+    share = 100 * float(np.median(np.array(vote) / plain_t))
+    print(f"{'':>20}  of which its vote (word tables, scoring, counting), timed inside: {share:.1f}%")
     q1, med, q3 = np.quantile(np.array(times["new"]) / np.array(times["base"]), [0.25, 0.5, 0.75])
     print(f"working tree / base: {med:.3f} (quartiles {q1:.3f} .. {q3:.3f})")
     print(f"votes {'identical' if np.array_equal(counts['base'], counts['new']) else 'DIFFER'}")

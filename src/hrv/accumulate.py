@@ -99,7 +99,7 @@ _OVERFLOW = 0.01
 def exp_path(device: torch.device) -> bool:
     """Whether votes on ``device`` use the exp path where logits are bounded (see ``_pixel_sums``).
 
-    Only on the CPU, where the row-wise softmax over the slots (64 for the paper's concepts) is
+    Only on the CPU, where the row-wise softmax over the slots (48 for the paper's concepts) is
     slow. On a GPU the fused softmax is cheap, and choosing per head would need a host
     synchronisation per group of layers, which stalls the kernel queue; there every head takes
     the exact softmax, as before.
@@ -140,7 +140,7 @@ class _Layout:
     ):
         """Tables for the words ``choices`` (P, N): concept c's word takes the slots from
         ``start[p, c]`` on; tokens beyond ``width`` are left out. Built token by token on flat arrays
-        (fancy indexing of (P, N, tokens) arrays took 3x as long per batch)."""
+        (fancy indexing of (P, N, tokens) arrays, one pass per token position, took 5x as long)."""
         n_pairs, n = choices.shape
         n_tokens = bank.n_tokens[np.arange(n), choices]  # (P, N)
         counts = n_tokens.ravel()
@@ -211,8 +211,9 @@ class VoteMeasure:
     on its own row of these operations, so its vote does not depend on what it was grouped with.
 
     Token slots: slot 0 is SOT, then the chosen words' tokens, packed in concept order, then
-    padding up to a width that holds all but ``_OVERFLOW`` of the draws (48 slots for the paper's
-    concepts, where a fixed slot range per concept needs 64: a quarter less work). The few (layer,
+    padding up to a width that holds all but ``_OVERFLOW`` of the draws (on the CPU 48 slots for the
+    paper's concepts, where a fixed slot range per concept needs 64: a quarter less work; on a GPU
+    the full width, see ``__init__``). The few (layer,
     prompt) pairs whose words need more are scored again in the full layout, where each concept
     owns as many slots as its longest word has tokens. Which layout a pair takes depends on its
     own words only, so its votes never depend on its batch.

@@ -25,12 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
 from ab_vote import module_at  # noqa: E402
-from bench_hrv import ROOT, VoteClock, add_model_args, benchmark_pipeline  # noqa: E402
+from bench_hrv import ROOT, VoteClock, add_model_args, benchmark_pipeline, plain_sampling  # noqa: E402
 
 import hrv.accumulate as current  # noqa: E402
 from hrv.concepts import read_concepts  # noqa: E402
 from hrv.determinism import make_batch_invariant  # noqa: E402
-from hrv.models import initial_latents  # noqa: E402
 from hrv.prompts import read_prompts  # noqa: E402
 
 
@@ -53,17 +52,9 @@ def main() -> None:
     concepts = read_concepts(ROOT / "resources/concepts/concepts_34x10.csv")
     prompts = read_prompts([ROOT / "resources/prompts/imagenet_1000.txt"], args.prompts)
     n, size = len(prompts), args.size
-    sampling = dict(num_inference_steps=args.steps, guidance_scale=7.5, height=size, width=size)
 
     def plain() -> None:
-        for s in range(0, n, args.batch_size):
-            idx = list(range(s, min(n, s + args.batch_size)))
-            pipe(
-                [prompts[i] for i in idx],
-                latents=initial_latents(pipe, idx, 0, size, size),
-                output_type="latent",
-                **sampling,
-            )
+        plain_sampling(pipe, prompts, args.batch_size, args.steps, size)
 
     with tempfile.TemporaryDirectory() as tmp:
         modules = {"base": module_at(args.base, Path(tmp)), "new": current}

@@ -116,6 +116,22 @@ class VoteClock:
         return self.seconds
 
 
+def plain_sampling(pipe, prompts: list[str], batch_size: int, steps: int, size: int) -> None:
+    """Plain sampling of the prompts in the batches and from the latents (seed 0) the accumulation uses."""
+    n = len(prompts)
+    for s in range(0, n, batch_size):
+        idx = list(range(s, min(n, s + batch_size)))
+        pipe(
+            [prompts[i] for i in idx],
+            latents=initial_latents(pipe, idx, 0, size, size),
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            height=size,
+            width=size,
+            output_type="latent",
+        )
+
+
 def timed(fn, sync) -> float:
     sync()
     t = time.perf_counter()
@@ -150,17 +166,7 @@ def main() -> None:
     kw = dict(steps=args.steps, guidance_scale=7.5, height=args.size, width=args.size)
 
     def plain():
-        for s in range(0, n, args.batch_size):
-            idx = list(range(s, min(n, s + args.batch_size)))
-            pipe(
-                [prompts[i] for i in idx],
-                latents=initial_latents(pipe, idx, 0, args.size, args.size),
-                num_inference_steps=args.steps,
-                guidance_scale=7.5,
-                height=args.size,
-                width=args.size,
-                output_type="latent",
-            )
+        plain_sampling(pipe, prompts, args.batch_size, args.steps, args.size)
 
     # encoding the concept-words is a one-off cost per job (for both implementations): timed apart
     t0 = time.perf_counter()

@@ -1,0 +1,44 @@
+"""FPE, Free-Prompt-Editing (Liu et al., CVPR 2024), on a generated source.
+
+For the first ``steps`` of the evaluations, in every self-attention layer at resolution level
+``min_level`` or coarser (any section), the target's self-attention maps are the source's; the
+target keeps its own values. Cross attention is untouched, so no token alignment is needed. Only
+the conditional half, as the original's prompt-to-prompt-style controller. Defaults (official
+SD 1.x): 0.8 of the steps, layers with at most 32x32 query positions at 512 px (level >= 1; not
+the 64x64 ones). The official ``edit_fake`` notebook samples source and target in one batch from
+one latent, as here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from hrv.control import Call, Edit, UNetLayers
+from hrv.editing.injection import choose, from_source, window_end
+from hrv.errors import HRVInputError
+
+
+class SourceSelfMaps(Edit):
+    """The target branches' self-attention maps are the source's (conditional half)."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"self"})
+    halves: ClassVar[str] = "cond"
+
+    def maps(self, call: Call, probs: torch.Tensor) -> torch.Tensor:
+        return from_source(call, probs)
+
+
+@dataclass(frozen=True)
+class FPE:
+    steps: float = 0.8  # fraction of the evaluations with the source's self-attention maps
+    min_level: int = 1  # self-attention at this resolution level or coarser (1: <= 32x32 at 512 px)
+
+    def edits(self, layers: UNetLayers, evaluations: int) -> list[Edit]:
+        end = window_end(self.steps, evaluations, "fpe steps")
+        if self.min_level < 0:
+            raise HRVInputError(f"fpe min_level must be a resolution level >= 0, got {self.min_level}")
+        sites = choose(layers, "self", lambda s: s.level >= self.min_level, f"fpe min_level {self.min_level}")
+        return [SourceSelfMaps(sites=sites, end=end)]

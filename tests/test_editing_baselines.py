@@ -74,9 +74,10 @@ class Record:
     step: int = 0
 
 
-def run_pair(pipe, edits, record: Record | None = None) -> torch.Tensor:
-    """Final latents [source, target] of the pair under ``edits``; ``record`` gets every call."""
-    controller = Controller(edits, layout=Layout(guidance=True, group=2), batch_invariant=True)
+def run_pair(pipe, edits, record: Record | None = None, group: int = 2) -> torch.Tensor:
+    """Final latents [source, target, ...] of the pair under ``edits`` (``group`` branches: the
+    source and ``group - 1`` targets); ``record`` gets every call."""
+    controller = Controller(edits, layout=Layout(guidance=True, group=group), batch_invariant=True)
     handles = []
     with installed(pipe.unet, controller, kinds={"self", "cross", "resnet"}):
         if record is not None:  # registered after the mechanism's hooks: they see its output
@@ -98,7 +99,7 @@ def run_pair(pipe, edits, record: Record | None = None) -> torch.Tensor:
                 pipe.unet.register_forward_hook(lambda *_: setattr(record, "step", record.step + 1))
             )
         try:
-            return _sample(pipe, [SOURCE, TARGET])
+            return _sample(pipe, [SOURCE] + [TARGET] * (group - 1))
         finally:
             for h in handles:
                 h.remove()
@@ -151,13 +152,13 @@ def test_defaults_are_the_official_sd1_layers(layers):
 
     sd14 = UNetLayers.from_unet(meta_unet("sd14"))
     for ly in (layers, sd14):
-        features, qk = PnP().edits(ly, 51)
+        features, qk = PnP().build(ly, 51)
         assert features.sites == {PNP_FEATURE} and (features.start, features.end) == (0, 40)
         assert {n.split(".transformer_blocks")[0] for n in qk.sites} == set(PNP_QK) and qk.end == 25
-        (masa,) = MasaCtrl().edits(ly, 51)
+        (masa,) = MasaCtrl().build(ly, 51)
         assert {n.split(".transformer_blocks")[0] for n in masa.sites} == set(MASACTRL)
         assert (masa.start, masa.end) == (4, None)
-        (fpe,) = FPE().edits(ly, 51)
+        (fpe,) = FPE().build(ly, 51)
         assert {n.split(".transformer_blocks")[0] for n in fpe.sites} == set(FPE_LAYERS) and fpe.end == 40
     assert all(n.endswith("attn1") for n in qk.sites | masa.sites | fpe.sites)
 
@@ -166,26 +167,28 @@ def test_sdxl_reading_of_the_defaults():
     from hrv.archs import meta_unet
 
     xl = UNetLayers.from_unet(meta_unet("sdxl"))
-    features, qk = PnP().edits(xl, 50)
+    features, qk = PnP().build(xl, 50)
     assert features.sites == {"up_blocks.0.resnets.1"}
     assert {n.split(".transformer_blocks")[0] for n in qk.sites} == {
         "up_blocks.0.attentions.1",
         "up_blocks.0.attentions.2",
         *(f"up_blocks.1.attentions.{a}" for a in range(3)),
     } and len(qk.sites) == 26
-    (masa,) = MasaCtrl().edits(xl, 50)
+    (masa,) = MasaCtrl().build(xl, 50)
     assert {n.split(".transformer_blocks")[0] for n in masa.sites} == {
         f"up_blocks.1.attentions.{a}" for a in range(3)
     }
     assert len(masa.sites) == 6  # MasaCtrl's SDXL start layer 64 of 70
-    assert len(FPE().edits(xl, 50)[0].sites) == 70 and len(FPE(min_level=2).edits(xl, 50)[0].sites) == 60
+    assert len(FPE().build(xl, 50)[0].sites) == 70 and len(FPE(min_level=2).build(xl, 50)[0].sites) == 60
 
 
 @pytest.mark.parametrize("method", [PnP(), MasaCtrl(), FPE()], ids=["pnp", "masactrl", "fpe"])
-def test_source_branch_is_plain_sampling_of_the_source(pipe, layers, plain, method):
-    out = run_pair(pipe, method.edits(layers, N_EVAL))
+def test_source_branch_is_plain_sampling_and_only_the_methods_slot_changes(pipe, layers, plain, method):
+    # one group [source, a target no method edits, this method's target (slot 2)]
+    out = run_pair(pipe, method.build(layers, N_EVAL, slot=2), group=3)
     assert torch.equal(out[0], plain[SOURCE])
-    assert not torch.equal(out[1], plain[TARGET])  # and the method did edit the target
+    assert torch.equal(out[1], plain[TARGET])
+    assert not torch.allclose(out[2], plain[TARGET], atol=1e-3)  # and the method did edit its target
 
 
 @pytest.mark.parametrize(
@@ -194,13 +197,13 @@ def test_source_branch_is_plain_sampling_of_the_source(pipe, layers, plain, meth
     ids=["pnp", "masactrl", "fpe"],
 )
 def test_an_empty_window_gives_plain_sampling_of_the_target(pipe, layers, plain, method):
-    out = run_pair(pipe, method.edits(layers, N_EVAL))
+    out = run_pair(pipe, method.build(layers, N_EVAL))
     assert torch.equal(out[0], plain[SOURCE]) and torch.equal(out[1], plain[TARGET])
 
 
 def test_pnp_injects_features_and_queries_keys_of_the_same_half(pipe, layers):
     record = Record()
-    run_pair(pipe, PnP().edits(layers, N_EVAL), record)
+    run_pair(pipe, PnP().build(layers, N_EVAL), record)
     qk_end, feature_end = int(0.5 * N_EVAL), int(0.8 * N_EVAL)  # 3 and 5
     src = [U_SRC, U_SRC, C_SRC, C_SRC]  # each row's source row: the same half
     own = [0, 1, 2, 3]
@@ -227,7 +230,7 @@ def test_pnp_injects_features_and_queries_keys_of_the_same_half(pipe, layers):
 
 def test_masactrl_queries_attend_to_the_sources_keys_and_values(pipe, layers):
     record = Record()
-    run_pair(pipe, MasaCtrl().edits(layers, N_EVAL), record)
+    run_pair(pipe, MasaCtrl().build(layers, N_EVAL), record)
     src = [U_SRC, U_SRC, C_SRC, C_SRC]
     own = [0, 1, 2, 3]
 
@@ -241,7 +244,7 @@ def test_masactrl_queries_attend_to_the_sources_keys_and_values(pipe, layers):
 
 def test_fpe_target_self_maps_are_the_sources_and_cross_attention_its_own(pipe, layers):
     record = Record()
-    run_pair(pipe, FPE().edits(layers, N_EVAL), record)
+    run_pair(pipe, FPE().build(layers, N_EVAL), record)
     own = [0, 1, 2, 3]
     maps_from = [U_SRC, U_TGT, C_SRC, C_SRC]  # conditional half only
 
@@ -255,20 +258,20 @@ def test_fpe_target_self_maps_are_the_sources_and_cross_attention_its_own(pipe, 
 
 def test_bad_settings_are_clear_errors(layers):
     with pytest.raises(HRVInputError, match=r"pnp feature_steps must be a fraction of the steps in \[0, 1\]"):
-        PnP(feature_steps=1.2).edits(layers, N_EVAL)
+        PnP(feature_steps=1.2).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="pnp qk_steps"):
-        PnP(qk_steps=-0.1).edits(layers, N_EVAL)
+        PnP(qk_steps=-0.1).build(layers, N_EVAL)
     with pytest.raises(
         HRVInputError, match="pnp level 5: this UNet's decoder has self-attention at levels 2, 1, 0"
     ):
-        PnP(level=5).edits(layers, N_EVAL)
+        PnP(level=5).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="pnp unit 3: decoder level 2 has units 0, 1, 2"):
-        PnP(unit=3).edits(layers, N_EVAL)
+        PnP(unit=3).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="fpe steps"):
-        FPE(steps=2.0).edits(layers, N_EVAL)
+        FPE(steps=2.0).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="fpe min_level 4 selects no self layer"):
-        FPE(min_level=4).edits(layers, N_EVAL)
+        FPE(min_level=4).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="masactrl start_step"):
-        MasaCtrl(start_step=-1).edits(layers, N_EVAL)
+        MasaCtrl(start_step=-1).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="masactrl max_level"):
-        MasaCtrl(max_level=-1).edits(layers, N_EVAL)
+        MasaCtrl(max_level=-1).build(layers, N_EVAL)

@@ -20,12 +20,11 @@ from hrv.errors import HRVInputError
 _UNIT = re.compile(r"\.(?:resnets|attentions)\.(\d+)(?:\.|$)")
 
 
-def from_source(call: Call, t: torch.Tensor) -> torch.Tensor:
-    """``t`` with every target branch's rows replaced by its group's source rows (a new tensor)."""
+def from_source(call: Call, t: torch.Tensor, slot: int) -> torch.Tensor:
+    """``t`` with the rows of target branch ``slot`` replaced by its group's source rows (a new
+    tensor; the other branches of the group, other methods' targets, are left alone)."""
     out = t.clone()
-    source = call.rows(0)
-    for slot in range(1, call.layout.group):
-        out[call.rows(slot)] = t[source]
+    out[call.rows(slot)] = t[call.rows(0)]
     return out
 
 

@@ -21,22 +21,41 @@ from hrv.editing.injection import choose, from_source
 from hrv.errors import HRVInputError
 
 
+@dataclass(eq=False)
 class SourceKeysValues(Edit):
-    """The target branches' self-attention keys and values are the source's; queries their own."""
+    """Target branch ``slot``'s self-attention keys and values are the source's; queries its own."""
 
     kinds: ClassVar[frozenset[str]] = frozenset({"self"})
     halves: ClassVar[str] = "both"
+    slot: int = 1
 
     def qkv(self, call: Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        return q, from_source(call, k), from_source(call, v)
+        return q, from_source(call, k, self.slot), from_source(call, v, self.slot)
 
 
 @dataclass(frozen=True)
 class MasaCtrl:
+    name: str = "masactrl"
     start_step: int = 4  # first UNet evaluation controlled
     max_level: int = 1  # decoder self-attention at levels 0..max_level (1: 32x32 and 64x64 at 512 px)
 
-    def edits(self, layers: UNetLayers, evaluations: int) -> list[Edit]:
+    uses_hrv: ClassVar[bool] = False
+
+    def settings(self, plan) -> dict:
+        """The effective settings (``plan``: ``hrv.editing.method.Plan``), windows in UNet evaluations."""
+        (edit,) = self.build(plan.layers, plan.n_evals)
+        return {
+            "start_step": self.start_step,
+            "max_level": self.max_level,
+            "evaluations": [min(self.start_step, plan.n_evals), plan.n_evals],
+            "layers": sorted({name.split(".transformer_blocks")[0] for name in edit.sites}),
+        }
+
+    def edits(self, plan) -> list[Edit]:
+        return self.build(plan.layers, plan.n_evals, plan.slot)
+
+    def build(self, layers: UNetLayers, evaluations: int, slot: int = 1) -> list[Edit]:
+        """The edit for target branch ``slot`` (``evaluations`` is not needed: the window is open-ended)."""
         if self.start_step < 0:
             raise HRVInputError(f"masactrl start_step must be a UNet evaluation >= 0, got {self.start_step}")
         if self.max_level < 0:
@@ -47,4 +66,7 @@ class MasaCtrl:
             lambda s: s.section == "up" and s.level <= self.max_level,
             f"masactrl max_level {self.max_level}",
         )
-        return [SourceKeysValues(sites=sites, start=self.start_step)]
+        return [SourceKeysValues(sites=sites, start=self.start_step, slot=slot)]
+
+
+METHOD = MasaCtrl()

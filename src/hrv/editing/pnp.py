@@ -27,34 +27,59 @@ from hrv.editing.injection import choose, decoder_levels, from_source, unit, win
 from hrv.errors import HRVInputError
 
 
+@dataclass(eq=False)
 class SourceFeatures(Edit):
-    """The target branches' ResBlock residual output is the source's."""
+    """Target branch ``slot``'s ResBlock residual output is the source's."""
 
     kinds: ClassVar[frozenset[str]] = frozenset({"resnet"})
     halves: ClassVar[str] = "both"
+    slot: int = 1
 
     def features(self, call: Call, hidden: torch.Tensor) -> torch.Tensor:
-        return from_source(call, hidden)
+        return from_source(call, hidden, self.slot)
 
 
+@dataclass(eq=False)
 class SourceQueriesKeys(Edit):
-    """The target branches' self-attention queries and keys are the source's; values their own."""
+    """Target branch ``slot``'s self-attention queries and keys are the source's; values its own."""
 
     kinds: ClassVar[frozenset[str]] = frozenset({"self"})
     halves: ClassVar[str] = "both"
+    slot: int = 1
 
     def qkv(self, call: Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        return from_source(call, q), from_source(call, k), v
+        return from_source(call, q, self.slot), from_source(call, k, self.slot), v
 
 
 @dataclass(frozen=True)
 class PnP:
+    name: str = "pnp"
     feature_steps: float = 0.8  # fraction of the evaluations with the source's ResBlock features
     qk_steps: float = 0.5  # fraction of the evaluations with the source's self-attention q, k
     level: int = 2  # resolution level of the decoder unit (2: 16x16 at 512 px on SD 1.x)
     unit: int = 1  # the unit within that level: its ResBlock is injected, q/k from it on
 
-    def edits(self, layers: UNetLayers, evaluations: int) -> list[Edit]:
+    uses_hrv: ClassVar[bool] = False
+
+    def settings(self, plan) -> dict:
+        """The effective settings (``plan``: ``hrv.editing.method.Plan``), windows in UNet evaluations."""
+        features, qk = self.build(plan.layers, plan.n_evals)
+        return {
+            "feature_steps": self.feature_steps,
+            "qk_steps": self.qk_steps,
+            "feature_evaluations": features.end,
+            "qk_evaluations": qk.end,
+            "feature_layers": sorted(features.sites),
+            "qk_layers": len(qk.sites),
+            "level": self.level,
+            "unit": self.unit,
+        }
+
+    def edits(self, plan) -> list[Edit]:
+        return self.build(plan.layers, plan.n_evals, plan.slot)
+
+    def build(self, layers: UNetLayers, evaluations: int, slot: int = 1) -> list[Edit]:
+        """The edits for target branch ``slot`` of a run of ``evaluations`` UNet evaluations."""
         feature_end = window_end(self.feature_steps, evaluations, "pnp feature_steps")
         qk_end = window_end(self.qk_steps, evaluations, "pnp qk_steps")
         levels = decoder_levels(layers, "self")
@@ -82,4 +107,10 @@ class PnP:
             ),
             f"pnp q/k from unit {at}",
         )
-        return [SourceFeatures(sites=feature, end=feature_end), SourceQueriesKeys(sites=qk, end=qk_end)]
+        return [
+            SourceFeatures(sites=feature, end=feature_end, slot=slot),
+            SourceQueriesKeys(sites=qk, end=qk_end, slot=slot),
+        ]
+
+
+METHOD = PnP()

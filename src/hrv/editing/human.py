@@ -40,7 +40,7 @@ def _header(texts) -> str:
 EDIT_FORM = Form(
     title="Image editing: which edit is better?",
     instructions=f"""<p>Each item shows a source image and two edits of it, A and B, that should turn
-the source description into the target description. {html.escape(QUESTION)} Choose A or B for
+the source description into the target description. {html.escape(QUESTION, quote=False)} Choose A or B for
 every item (there is no tie: pick the one you lean to). Then press the button at the end to
 download your answers and send the file back.</p>""",
     choices=("A", "B"),

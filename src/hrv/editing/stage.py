@@ -90,15 +90,14 @@ def pixel_hash(image) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(image.convert("RGB"))).tobytes()).hexdigest()
 
 
-def _edit(
-    pipe, pairs: Sequence[EditPair], methods: Sequence[str], seed: int, **kwargs
+def render_pairs(
+    pipe, prompts: Sequence[tuple[str, str]], methods: Sequence[str], seed: int, **kwargs
 ) -> list[dict[str, Any]]:
-    """Per pair, {"source": image, method: image, ...} for one seed (hrv.editing.edit_pairs)."""
+    """Per (source, target) prompt pair, ``{"source": image, method: image, ...}`` for one seed,
+    from ``hrv.editing.edit_pairs`` (``kwargs``: its sampling and method settings)."""
     from hrv.editing import edit_pairs
 
-    results = edit_pairs(
-        pipe, [(p.source_prompt, p.target_prompt) for p in pairs], list(methods), [seed], **kwargs
-    )
+    results = edit_pairs(pipe, list(prompts), list(methods), [seed], **kwargs)
     return [{"source": r.source, **r.edits} for r in results]
 
 
@@ -149,7 +148,8 @@ def run_job(
         "batch_size": int(batch_size),
     }
     methods = [] if method == SOURCE else [method]
-    rendered = _edit(pipe, pairs, methods, seed, **kwargs)
+    prompts = [(p.source_prompt, p.target_prompt) for p in pairs]
+    rendered = render_pairs(pipe, prompts, methods, seed, **kwargs)
     out_dir = Path(out_dir)
     rows = []
     with atomic_dir(out_dir) as tmp:

@@ -125,3 +125,96 @@ def test_toy_measure_against_planted_edits():
         assert t.loc[(kind, "none"), "success"] == 0.0 and t.loc[(kind, "none"), "background_moved"] == 0.0
         assert t.loc[(kind, "redrawn"), "success"] == 1.0 and t.loc[(kind, "redrawn"), "background_moved"] > 2
     assert t.loc[("all", "exact"), "n"] == 2 * 6 * 2 and ("all", PLAIN) in t.index
+
+
+# --- jobs, manifest, grid and scores with a stand-in engine -----------------------------------------
+
+
+def _stand_in_render(pipe, prompts, methods, seed, **kwargs):
+    """Images that encode (prompt, seed): the source from the source prompt, an edit from the
+    target prompt and the method; ``bad`` renders its source branch one grey level off."""
+    from PIL import Image
+
+    def image(text, shift=0):
+        v = (sum(map(ord, text)) + seed + shift) % 200
+        return Image.fromarray(np.full((8, 8, 3), v, np.uint8))
+
+    out = []
+    for src, tgt in prompts:
+        row = {"source": image(src, 1 if "bad" in methods else 0)}
+        row.update({m: image(tgt + m) for m in methods})
+        out.append(row)
+    return out
+
+
+@pytest.fixture()
+def stage_run(tmp_path, root, monkeypatch):
+    """Source and edit jobs of 3 colour pairs (chunks of 2), two methods and a bad one, seed 10."""
+    from hrv.editing import stage
+
+    monkeypatch.setattr(stage, "render_pairs", _stand_in_render)
+    pairs = read_set("color", root / "resources/benchmarks/editing_color.csv")[:3]
+    jobs = plan_jobs({"color": pairs}, ["p2p", "p2p_hrv", "bad"], [10], 2)
+    out = tmp_path / "run"
+    for j in jobs:
+        stage.run_job(
+            "unused", None, chunk_pairs(pairs, j.chunk), j.method, j.seed, j.path(out),
+            sampling={"steps": 2}, pipe=object(),
+        )  # fmt: skip
+    return out, jobs, pairs
+
+
+def test_jobs_manifest_and_source_check(stage_run):
+    from PIL import Image
+
+    from hrv.editing.scores import read_manifests
+    from hrv.editing.stage import combine
+
+    out, jobs, pairs = stage_run
+    with pytest.warns(UserWarning, match="differs from the source image: color/bad/seed10"):
+        combine([j.path(out) for j in jobs], out / "editing/manifest.csv")
+    m = read_manifests([out / "editing/manifest.csv"])
+    assert len(m) == 3 * 3 and set(m["method"]) == {"p2p", "p2p_hrv", "bad"}
+    assert m.set_index("method")["source_identical"].groupby(level=0).all().to_dict() == {
+        "bad": False,
+        "p2p": True,
+        "p2p_hrv": True,
+    }
+    for r in m.itertuples():
+        pair = pairs[r.pair]
+        assert (r.source_prompt, r.target_prompt, r.object) == (
+            pair.source_prompt,
+            pair.target_prompt,
+            pair.object,
+        )
+        assert r.source_image == str(
+            out
+            / f"editing/color/source/seed10/{'p000-001' if r.pair < 2 else 'p002-002'}/pair{r.pair:03d}.png"
+        )
+        want = _stand_in_render(None, [(pair.source_prompt, pair.target_prompt)], [r.method], 10)[0]
+        assert np.array_equal(np.asarray(Image.open(r.edited_image)), np.asarray(want[r.method]))
+        source = _stand_in_render(None, [(pair.source_prompt, pair.target_prompt)], [], 10)[0]["source"]
+        assert np.array_equal(np.asarray(Image.open(r.source_image)), np.asarray(source))
+    text = (out / "editing/manifest.csv").read_text()
+    assert str(out) not in text  # relative paths
+
+
+def test_grid_and_clip_tables(stage_run):
+    import pandas as pd
+    from PIL import Image
+
+    from hrv.editing.scores import write_scores
+    from hrv.editing.stage import combine, set_grid
+
+    out, jobs, _ = stage_run
+    manifest = out / "editing/manifest.csv"
+    with pytest.warns(UserWarning):
+        combine([j.path(out) for j in jobs], manifest)
+    grid = set_grid(manifest, "color", out / "grid.png")
+    w, h = Image.open(grid).size
+    assert w > 4 * 8 and h > 3 * 8  # 4 columns (source + 3 methods) of 8 px, 3 rows
+    files = [out / f for f in ("s.csv", "sum.csv", "t.csv", "t.html", "bars.png")]
+    write_scores([manifest], *files, clip={"model": "tiny", "batch_size": 4}, device="cpu")
+    summary = pd.read_csv(files[1])
+    assert set(summary["method"]) == {"source", "p2p", "p2p_hrv", "bad"} and set(summary["n"]) == {3}
+    assert "CLIP color" in files[2].read_text() and files[4].read_bytes()[:4] == b"\x89PNG"

@@ -1,6 +1,8 @@
 # Image editing (paper section 5.2; docs/editing.md): P2P, P2P-HRV and the ablations on the five
 # benchmark sets. One job per (set, method, seed, chunk of pairs) and one source job per (set, seed,
 # chunk): adding a method, a seed or a set plans only the new jobs (and the tables that read them).
+import re
+
 from hrv.editing.sets import read_set, set_path
 from hrv.editing.stage import chunk_pairs, job_paths, plan_jobs
 from hrv.polysemy import hrv_source
@@ -10,7 +12,8 @@ EDIT_SETS = {
     name: read_set(name, set_path(name))[: EDIT["max_pairs"]] for name in EDIT["sets"]
 }
 EDIT_JOBS = plan_jobs(EDIT_SETS, EDIT["methods"], EDIT["seeds"], EDIT["pairs_per_job"])
-EDIT_SAMPLING = {**config["sampling"], **EDIT["sampling"]}
+# the scheduler is part of the editing sampling: the source jobs and every method's jobs share it
+EDIT_SAMPLING = {**config["sampling"], **EDIT["sampling"], "scheduler": EDIT["scheduler"]}
 # null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
 EDIT_HRV = hrv_source(EDIT["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="editing.hrv")
 EDIT_HUMAN_SETS = [s for s in EDIT["human_sets"] if s in EDIT_SETS]
@@ -70,7 +73,7 @@ rule editing_images:
         version=VERSION,
     wildcard_constraints:
         set="|".join(EDIT_SETS),
-        method="|".join(EDIT["methods"]),
+        method="|".join(re.escape(m) for m in EDIT["methods"]),
         seed=r"\d+",
         chunk=r"p\d+-\d+",
     resources:

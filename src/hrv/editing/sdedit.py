@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -56,8 +57,9 @@ class SDEdit:
         return k
 
 
-def img2img_pipeline(pipe, scheduler: str):
-    """diffusers' image-to-image pipeline on ``pipe``'s components with a fresh ``scheduler``."""
+def img2img_pipeline(pipe, scheduler: str | None):
+    """diffusers' image-to-image pipeline on ``pipe``'s components with a fresh scheduler of kind
+    ``scheduler`` (None: of the pipeline's own kind and configuration)."""
     import diffusers
 
     name = _IMG2IMG.get(type(pipe).__name__)
@@ -65,7 +67,12 @@ def img2img_pipeline(pipe, scheduler: str):
         raise HRVInputError(
             f"SDEdit needs a Stable Diffusion (1.x, 2.x or XL) pipeline, got {type(pipe).__name__}"
         )
-    return assemble(getattr(diffusers, name), pipe, scheduler=editing_scheduler(pipe, scheduler))
+    fresh = (
+        type(pipe.scheduler).from_config(pipe.scheduler.config)
+        if scheduler is None
+        else editing_scheduler(pipe, scheduler)
+    )
+    return assemble(getattr(diffusers, name), pipe, scheduler=fresh)
 
 
 @torch.no_grad()
@@ -78,13 +85,14 @@ def sdedit(
     strength: float,
     steps: int = 50,
     guidance_scale: float = 7.5,
-    scheduler: str = "pndm",
+    scheduler: str | None = "pndm",
     output_type: str = "pil",
 ) -> list:
     """Edit each source with its target prompt; element i uses ``Generator("cpu").manual_seed(seeds[i])``.
 
     ``source``: the source latents (B, C, h, w) in the UNet's latent space, or B decoded images.
-    Returns the B edited images (``output_type`` as diffusers': "pil", "np", "pt" or "latent").
+    ``scheduler``: ``pndm``, ``ddim`` or None (the pipeline's own). Returns the B edited images
+    (``output_type`` as diffusers': "pil", "np", "pt" or "latent").
     """
     edit = SDEdit(float(strength))
     edit.denoising_steps(steps)
@@ -105,3 +113,50 @@ def sdedit(
         generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
         output_type=output_type,
     ).images
+
+
+@dataclass(frozen=True)
+class SDEditMethod:
+    """SDEdit as an editing method (``hrv.editing.methods``). It is not a branch of the pairs'
+    joint batch (``joint`` False): it edits each finished source latent with the target prompt."""
+
+    name: str
+    strength: float
+    uses_hrv: ClassVar[bool] = False
+    joint: ClassVar[bool] = False
+
+    def __post_init__(self):
+        SDEdit(self.strength)
+
+    def settings(self, plan) -> dict:
+        """The effective settings (``plan``: ``hrv.editing.method.Plan``)."""
+        return {
+            "strength": self.strength,
+            "denoising_steps": SDEdit(self.strength).denoising_steps(plan.steps),
+        }
+
+    def edits(self, plan) -> list:
+        return []  # nothing in the joint batch
+
+    def edit_sources(
+        self,
+        pipe,
+        source_latents: torch.Tensor,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        steps: int,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """The edited latents of the sources (with the pipeline's scheduler kind, fresh)."""
+        return sdedit(
+            pipe,
+            source_latents,
+            prompts,
+            seeds,
+            strength=self.strength,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            scheduler=None,
+            output_type="latent",
+        )

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "hrv.commands.steering",
     "hrv.commands.weakening",
     "hrv.commands.editing_scores",
+    "hrv.commands.editing",
 ]
 
 

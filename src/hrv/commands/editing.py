@@ -37,6 +37,7 @@ def _edit(args) -> int:
         token_map=args.token_map,
         batch_size=args.batch_size,
         progress=True,
+        scheduler=args.scheduler,
     )
     out = save_edit_outputs(result, args.out)
     pair = result.pairs[0]
@@ -65,7 +66,8 @@ def register(sub) -> None:
         "--method",
         action="append",
         required=True,
-        help="editing method, repeat for several: p2p, p2p_self09, p2p_hrv_flat, p2p_hrv, ...",
+        help="editing method, repeat for several: p2p, p2p_self09, p2p_hrv_flat, p2p_hrv, sdedit_0.5,"
+        " sdedit_0.7, pnp, masactrl, fpe",
     )
     p.add_argument("--hrv", default=None, help="hrv.npz of a run, or sd14 / sdxl (the released HRVs)")
     p.add_argument("--concept", default=None, help="the HRV concept of the edit, e.g. Color")
@@ -87,6 +89,12 @@ def register(sub) -> None:
     p.add_argument("--height", type=int, default=None, help="default: the model's native size")
     p.add_argument("--width", type=int, default=None, help="default: the model's native size")
     p.add_argument("--batch-size", type=int, default=1, help="seeds per pipeline call")
+    p.add_argument(
+        "--scheduler",
+        choices=["pndm", "ddim"],
+        default=None,
+        help="sampler of the source and every method (default: the model's own; SD v1.4's is pndm)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.set_defaults(func=_edit)

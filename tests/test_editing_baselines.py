@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 
@@ -275,3 +276,83 @@ def test_bad_settings_are_clear_errors(layers):
         MasaCtrl(start_step=-1).build(layers, N_EVAL)
     with pytest.raises(HRVInputError, match="masactrl max_level"):
         MasaCtrl(max_level=-1).build(layers, N_EVAL)
+
+
+def _decoded(pipe, latents: torch.Tensor) -> list:
+    from hrv.weakening import decode_each
+
+    return [np.asarray(im) for im in decode_each(pipe, latents)]
+
+
+def test_edit_pairs_runs_every_baseline_on_one_source(pipe, layers, plain):
+    from hrv.editing import edit_pairs
+    from hrv.editing.sdedit import sdedit
+
+    methods = ["sdedit_0.5", "pnp", "masactrl", "fpe", "sdedit_0.7"]
+    result = edit_pairs(pipe, [(SOURCE, TARGET)], methods, [SEED], steps=STEPS, height=SIZE, width=SIZE)
+    got = {name: np.asarray(result.images[name][0][0]) for name in ["source", *methods]}
+    assert np.array_equal(got["source"], _decoded(pipe, plain[SOURCE][None])[0])
+    for name, method in (("pnp", PnP()), ("masactrl", MasaCtrl()), ("fpe", FPE())):
+        alone = run_pair(pipe, method.build(layers, N_EVAL))  # the method's pair without the others
+        assert np.array_equal(got[name], _decoded(pipe, alone[1:])[0]), name
+    for name, strength in (("sdedit_0.5", 0.5), ("sdedit_0.7", 0.7)):
+        want = sdedit(
+            pipe,
+            plain[SOURCE][None],
+            [TARGET],
+            [SEED],
+            strength=strength,
+            steps=STEPS,
+            scheduler=None,
+            output_type="latent",
+        )
+        assert np.array_equal(got[name], _decoded(pipe, want)[0]), name
+    assert result.settings["methods"]["sdedit_0.7"] == {"strength": 0.7, "denoising_steps": 4}
+    assert result.settings["methods"]["pnp"]["feature_evaluations"] == 5
+
+
+def test_the_scheduler_setting_reaches_every_method(pipe):
+    from hrv.editing import edit_pairs
+    from hrv.editing.schedulers import with_scheduler
+
+    ddim = edit_pairs(
+        pipe,
+        [(SOURCE, TARGET)],
+        ["sdedit_0.5"],
+        [SEED],
+        steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        scheduler="ddim",
+    )
+    assert (
+        ddim.settings["sampling"]["scheduler"] == "DDIMScheduler"
+        and ddim.settings["sampling"]["unet_evaluations"] == STEPS
+    )
+    plain_ddim = _sample(with_scheduler(pipe, "ddim"), [SOURCE])
+    assert np.array_equal(np.asarray(ddim.images["source"][0][0]), _decoded(pipe, plain_ddim)[0])
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"  # the caller's pipeline is left as it was
+    with pytest.raises(HRVInputError, match="unknown editing scheduler 'euler'"):
+        edit_pairs(pipe, [(SOURCE, TARGET)], ["pnp"], [SEED], steps=STEPS, scheduler="euler")
+    with pytest.raises(HRVInputError, match="SDEdit strength 0.5 runs no step of 1"):
+        edit_pairs(pipe, [(SOURCE, TARGET)], ["sdedit_0.5"], [SEED], steps=1, height=SIZE, width=SIZE)
+
+
+def test_hrv_edit_runs_the_baselines(tiny_model_dir, tmp_path):
+    import json
+
+    from hrv.cli import main
+
+    out = tmp_path / "edit"
+    args = ["edit", "--model", str(tiny_model_dir), "--source", SOURCE, "--target", TARGET, "--seeds", "3"]
+    args += ["--steps", "3", "--height", "64", "--width", "64", "--device", "cpu", "--dtype", "float32"]
+    methods = ["pnp", "masactrl", "fpe", "sdedit_0.7"]
+    assert (
+        main(
+            [*args, *(x for m in methods for x in ("--method", m)), "--scheduler", "ddim", "--out", str(out)]
+        )
+        == 0
+    )
+    assert all((out / m / "seed0003.png").is_file() for m in ["source", *methods])
+    meta = json.loads((out / "edit.json").read_text())
+    assert meta["sampling"]["scheduler_setting"] == "ddim" and set(meta["methods"]) == set(methods)

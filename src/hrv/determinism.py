@@ -58,7 +58,12 @@ def _chunked_conv(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     starts = list(range(0, n - _CONV_CHUNK - 1, _CONV_CHUNK)) + [n]
     if n - starts[-2] > 2 * _CONV_CHUNK - 1:
         starts.insert(-1, starts[-2] + _CONV_CHUNK)
-    return torch.cat([self._conv_forward(x[a:b], self.weight, self.bias) for a, b in zip(starts, starts[1:])])
+    return torch.cat(
+        [
+            self._conv_forward(x[a:b], self.weight, self.bias)
+            for a, b in zip(starts[:-1], starts[1:], strict=True)
+        ]
+    )
 
 
 def _looped_conv(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -151,8 +151,8 @@ def check_attention(pipe, record: Record, rule) -> int:
 def test_defaults_are_the_official_sd1_layers(layers):
     from hrv.archs import meta_unet
 
-    sd14 = UNetLayers.from_unet(meta_unet("sd14"))
-    for ly in (layers, sd14):
+    sd14, sd21 = (UNetLayers.from_unet(meta_unet(arch)) for arch in ("sd14", "sd21"))
+    for ly in (layers, sd14, sd21):  # SD 2.x has SD 1.x's blocks: the same modules
         features, qk = PnP().build(ly, 51)
         assert features.sites == {PNP_FEATURE} and (features.start, features.end) == (0, 40)
         assert {n.split(".transformer_blocks")[0] for n in qk.sites} == set(PNP_QK) and qk.end == 25

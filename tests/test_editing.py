@@ -340,3 +340,11 @@ def test_save_edit_outputs_of_several_pairs(tiny_pipe, hrv, tmp_path):
         "a red car",
         "a green bowl",
     ]
+
+
+def test_released_hrvs_by_name(tiny_pipe):
+    from hrv.editing import resolve_hrv
+
+    released = resolve_hrv("sd14")
+    released.check_heads(HeadRegistry.from_unet(tiny_pipe.unet).names())  # SD v1.4's 128 heads
+    assert released.vector("Color").shape == (128,) and released.vector("Color").sum() == pytest.approx(128, abs=1e-2)

@@ -25,7 +25,7 @@ def _edit(args) -> int:
         pipe,
         [(args.source, args.target, args.word)],
         args.method,
-        args.seeds,
+        ",".join(args.seeds),
         hrv=args.hrv,
         concept=args.concept,
         steps=args.steps,
@@ -39,6 +39,7 @@ def _edit(args) -> int:
         progress=True,
         scheduler=args.scheduler,
     )
+    result.settings["model"] = str(args.model)
     out = save_edit_outputs(result, args.out)
     pair = result.pairs[0]
     print(
@@ -71,7 +72,7 @@ def register(sub) -> None:
     )
     p.add_argument("--hrv", default=None, help="hrv.npz of a run, or sd14 / sdxl (the released HRVs)")
     p.add_argument("--concept", default=None, help="the HRV concept of the edit, e.g. Color")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="e.g. 10 20 30")
+    p.add_argument("--seeds", nargs="+", default=None, help="e.g. 10 20 30, or 10-12")
     p.add_argument(
         "--cross-steps", type=float, default=None, help="cross replacement fraction (default: method's)"
     )

@@ -81,8 +81,15 @@ def plan_jobs(
     sets: dict[str, list[EditPair]], methods: Sequence[str], seeds: Sequence[int], pairs_per_job: int
 ) -> list[EditJob]:
     """Every edit job and every source job (method ``source``), sets in order, then seeds, chunks."""
+    from hrv.editing.methods import MODULES
+
     if SOURCE in methods:
         raise HRVInputError(f"'{SOURCE}' names the source images and cannot be an editing method")
+    unknown = [m for m in methods if m not in MODULES]
+    if unknown:
+        raise HRVInputError(
+            f"unknown editing method(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}"
+        )
     jobs = []
     for name, pairs in sets.items():
         for seed in seeds:

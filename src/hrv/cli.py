@@ -19,8 +19,8 @@ COMMAND_MODULES = [
     "hrv.commands.core",
     "hrv.commands.steering",
     "hrv.commands.weakening",
-    "hrv.commands.editing_scores",
     "hrv.commands.editing",
+    "hrv.commands.editing_scores",
 ]
 
 

@@ -98,6 +98,39 @@ def test_sweep_weakens_the_first_k_heads_on_the_prompt_words_only(tiny_pipe):
         assert_same_image(np.asarray(image), want)
 
 
+def test_a_sweep_job_interrupted_while_saving_keeps_the_previous_folder(
+    tiny_model_dir, root, tmp_path, monkeypatch
+):
+    """``run_job`` killed inside the real image writer (PIL's save) after its first image: the job's
+    folder keeps what a previous complete run left there, and no partial folder remains beside it."""
+    from hrv.steps import import_official
+    from hrv.weakening import run_job
+
+    hrv = tmp_path / "sd14.npz"
+    import_official("sd14", hrv, root / "resources/reference", root / "resources/concepts/concepts_34x10.csv")
+    out = tmp_path / "color/MoRHF/seed10/ks0-128"
+    out.mkdir(parents=True)
+    (out / "manifest.csv").write_text("from the previous run\n")
+    real_save, saved = Image.Image.save, []
+
+    def save_then_die(image, fp, *args, **kwargs):
+        if saved:
+            raise KeyboardInterrupt  # the job is killed while it writes its second image
+        saved.append(fp)
+        return real_save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_die)
+    experiment = {"name": "color", "concept": "Color", "template": "a {a} car", "items_a": ["red"]}
+    with pytest.raises(KeyboardInterrupt):
+        run_job(str(tiny_model_dir), hrv, experiment, "MoRHF", 10, [0, 128], out,
+                sampling={"steps": 1, "guidance_scale": 7.5, "height": 32, "width": 32},
+                device="cpu", dtype="float32", progress=False)  # fmt: skip
+    assert len(saved) == 1  # the first image was written (beside the folder, not in it)
+    assert [p.name for p in out.iterdir()] == ["manifest.csv"]
+    assert (out / "manifest.csv").read_text() == "from the previous run\n"
+    assert [p.name for p in out.parent.iterdir()] == ["ks0-128"]
+
+
 # --- CLIP scoring -----------------------------------------------------------------------------
 
 

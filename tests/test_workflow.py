@@ -114,7 +114,8 @@ def test_weakening_and_polysemy_rules_run(workdir):
     """The weakening and polysemy rules, scripts included, on the tiny model with the released SD v1.4
     HRVs (imported by their rule): one sweep job per order (``weakening.run_job``; two orders keep the
     run short, ``random`` differs only in ``head_order``, tested on its own), CLIP scores,
-    curves, grid, overview and area summary (``hrv.weakening_plots``); one polysemy case's images,
+    curves (with a released curve beside them), grid, overview and area summary
+    (``hrv.weakening_plots``); one polysemy case's images,
     scores, rates and human sheet."""
     import pandas as pd
     from helpers_reference import assert_same_image, reference_sample
@@ -124,7 +125,8 @@ def test_weakening_and_polysemy_rules_run(workdir):
     small = {"steps": 1, "height": 32, "width": 32}
     overlay = {
         "weakening": {"hrv": "sd14", "experiments": ["color"], "orders": ["MoRHF", "LeRHF"], "k": ks, "k_batch": None, "seeds": [10],
-                      "max_items": 1, "grid_prompts": 1, "sampling": small},
+                      "max_items": 1, "grid_prompts": 1, "sampling": small,
+                      "reference": {"color": "resources/reference/weakening_image_style_clip_official.csv"}},
         "polysemy": {"hrv": "sd14", "which": ["lavender"], "seeds": [1], "sampling": small},
     }  # fmt: skip
     write_config(workdir, overlay, "wp.yaml")

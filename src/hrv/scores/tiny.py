@@ -184,8 +184,11 @@ def save_tiny_gsam(folder: str | Path, seed: int = 0) -> dict[str, Path]:
     Returns the folders by role (detector, segmenter, embedder); seeds ``seed``, ``seed + 1``,
     ``seed + 2``.
     """
+    import transformers
+
     from hrv.io import atomic_dir
 
+    transformers.utils.logging.disable_progress_bar()
     builders = {
         "detector": build_tiny_detector,
         "segmenter": build_tiny_segmenter,

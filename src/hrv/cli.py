@@ -19,7 +19,8 @@ COMMAND_MODULES = [
     "hrv.commands.core",
     "hrv.commands.steering",
     "hrv.commands.weakening",
-    "hrv.commands.scores",
+    "hrv.commands.editing_scores",
+    "hrv.commands.bgdino",
 ]
 
 

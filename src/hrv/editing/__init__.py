@@ -1,0 +1,1 @@
+"""Image editing (paper section 5.2): methods, benchmark sets, scores."""

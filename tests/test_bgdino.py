@@ -274,7 +274,10 @@ def test_score_bgdino_writes_scores_masks_and_summary(settings, tmp_path, capsys
     assert main([*args, "--box-threshold", "0.999"]) == 0
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores["note"]) == ["row0", "row1", "row2"]  # extra columns carried
-    assert list(scores["source"]) == ["src0.png", "src1.png", "src2.png"]  # as the manifest gave them
+    # image paths relative to the output folder, where scores.csv is read
+    assert [(out / p).resolve() for p in scores["source"]] == [
+        (tmp_path / f"pairs/src{k}.png").resolve() for k in range(3)
+    ]
     for row in scores.itertuples():
         mask = np.asarray(Image.open(out / row.mask))
         assert mask.shape == (H, W) and set(np.unique(mask)) <= {0, 255}
@@ -288,6 +291,30 @@ def test_score_bgdino_writes_scores_masks_and_summary(settings, tmp_path, capsys
     scores = pd.read_csv(out / "scores.csv")
     assert scores["fallback"].all() and (scores["background"] == 1.0).all()
     assert pd.read_csv(out / "summary.csv").loc[0, "fallback"] == 3
+
+
+def test_editing_stage_manifest_columns_and_selection(scorer, tmp_path):
+    """The editing stage's manifest names the images source_image / edited_image; --sets and
+    --methods select its rows."""
+    manifest = _write_pairs(tmp_path / "pairs", n=3)
+    table = pd.read_csv(manifest).rename(columns={"source": "source_image", "edited": "edited_image"})
+    table["method"] = ["p2p", "p2p_hrv", "p2p_hrv"]
+    table.to_csv(manifest, index=False)
+    scores = score_manifest(manifest, tmp_path / "out", scorer=scorer, sets=["color"], methods=["p2p_hrv"])
+    assert list(scores["pair"]) == [1, 2] and list(scores["method"]) == ["p2p_hrv"] * 2
+    written = pd.read_csv(tmp_path / "out/scores.csv")
+    assert (tmp_path / "out" / written.loc[0, "edited_image"]).resolve() == (
+        tmp_path / "pairs/edit1.png"
+    ).resolve()
+    assert sorted(p.name for p in (tmp_path / "out/masks").iterdir()) == [
+        "0000_color_p2p_hrv_1_seed10.png",
+        "0001_color_p2p_hrv_2_seed10.png",
+    ]
+    from hrv.errors import HRVInputError
+
+    with pytest.raises(HRVInputError, match="no rows"):
+        score_manifest(manifest, tmp_path / "out2", scorer=scorer, sets=["material"])
+    assert not (tmp_path / "out2").exists()
 
 
 def test_summary_mean_se_n_per_set_and_method():

@@ -1,4 +1,4 @@
-"""Editing-score commands: ``hrv build-tiny-gsam`` and ``hrv score-bgdino`` (background preservation)."""
+"""BG-DINO commands: ``hrv build-tiny-gsam`` (tiny random models) and ``hrv score-bgdino``."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _score_bgdino(args) -> int:
         center_crop=args.center_crop,
         device=args.device,
     )
-    scores = score_manifest(args.manifest, args.out, settings)
+    scores = score_manifest(args.manifest, args.out, settings, sets=args.sets, methods=args.methods)
     print(
         f"{args.out}: {len(scores)} pairs, mean BG-DINO {scores['bgdino'].mean():.4f},"
         f" {int(scores['fallback'].sum())} scored on the whole image (nothing detected)"
@@ -54,9 +54,13 @@ def register(sub) -> None:
         formatter_class=DefaultsHelp,
     )
     p.add_argument(
-        "manifest", help="CSV with columns source, edited, object (optional: set, method, pair, seed)"
+        "manifest",
+        help="CSV with columns source_image, edited_image (or source, edited), object; optional set, method,"
+        " pair, seed (the editing stage's manifest.csv has them all)",
     )
     p.add_argument("--out", required=True, help="folder for scores.csv, summary.csv and masks/")
+    p.add_argument("--sets", nargs="+", default=None, help="only the rows of these sets (default: all)")
+    p.add_argument("--methods", nargs="+", default=None, help="only the rows of these methods (default: all)")
     p.add_argument("--detector", default=PAPER_MODELS["detector"], help="Grounding DINO: hub id or folder")
     p.add_argument("--segmenter", default=PAPER_MODELS["segmenter"], help="SAM 2: hub id or folder")
     p.add_argument("--embedder", default=PAPER_MODELS["embedder"], help="DINOv2: hub id or folder")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from hrv.errors import HRVInputError
 from hrv.scores.bgdino import BGDino, BGDinoSettings, text_query
+from hrv.scores.bgdino_tables import summarize
 
 IMAGES = {"source": ("source_image", "source"), "edited": ("edited_image", "edited")}  # accepted names
 KEYS = ("set", "method", "pair", "seed")  # optional: name the masks, select rows, group the summary
@@ -105,29 +106,6 @@ def mask_name(row: int, record: dict) -> str:
         if key in record and str(record[key]) != "":
             parts.append(f"seed{record[key]}" if key == "seed" else str(record[key]))
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)) + ".png"
-
-
-def summarize(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per (set, method), as far as the columns exist: mean and standard error of the finite scores,
-    their number n, how many pairs fell back to the whole image and how many had no background."""
-    keys = [k for k in ("set", "method") if k in scores.columns]
-    groups = scores.groupby(keys, sort=False) if keys else [((), scores)]
-    rows = []
-    for key, g in groups:
-        finite = g["bgdino"].to_numpy(dtype=float)
-        finite = finite[np.isfinite(finite)]
-        n = len(finite)
-        rows.append(
-            {
-                **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-                "mean": float(finite.mean()) if n else float("nan"),
-                "se": float(finite.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-                "n": n,
-                "fallback": int(g["fallback"].sum()),
-                "no_background": int((g["background"] == 0).sum()),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def score_manifest(

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-# what `hrv build-tiny-gsam DIR` writes: one folder per model
+# what `hrv build-tiny-gsam DIR` writes: one folder per model; the workflow's is TINY_DIR
 TINY_FOLDERS = {"detector": "grounding-dino", "segmenter": "sam2", "embedder": "dinov2"}
+TINY_DIR = "resources/models/tiny-gsam"
+
+
+def model_source(value: str, role: str, tiny_dir: str = TINY_DIR) -> str:
+    """A config value of ``bgdino.detector`` / ``segmenter`` / ``embedder``: ``tiny`` names the
+    tiny folder of that role under ``tiny_dir``; anything else (hub id, folder) is kept."""
+    return f"{tiny_dir}/{TINY_FOLDERS[role]}" if value == "tiny" else value
+
 
 # the tiny detector's BERT vocabulary: special tokens, ".", the benchmark nouns, and single
 # letters (with word-piece continuations) so that any lower-case noun tokenises without [UNK]
@@ -59,6 +65,7 @@ def _vocabulary() -> list[str]:
 
 
 def build_tiny_detector(folder: Path, seed: int) -> None:
+    import torch
     from transformers import (
         BertConfig,
         BertTokenizer,
@@ -111,6 +118,7 @@ def build_tiny_detector(folder: Path, seed: int) -> None:
 
 
 def build_tiny_segmenter(folder: Path, seed: int) -> None:
+    import torch
     from transformers import (
         Sam2Config,
         Sam2HieraDetConfig,
@@ -154,6 +162,7 @@ def build_tiny_segmenter(folder: Path, seed: int) -> None:
 
 
 def build_tiny_embedder(folder: Path, seed: int) -> None:
+    import torch
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     size = 56

@@ -2,7 +2,7 @@
 # benchmark sets. One job per (set, method, seed, chunk of pairs) and one source job per (set, seed,
 # chunk): adding a method, a seed or a set plans only the new jobs (and the tables that read them).
 from hrv.editing.sets import read_set, set_path
-from hrv.editing.stage import job_paths, plan_jobs
+from hrv.editing.stage import chunk_pairs, job_paths, plan_jobs
 from hrv.polysemy import hrv_source
 
 EDIT = config["editing"]
@@ -15,12 +15,7 @@ EDIT_SAMPLING = {**config["sampling"], **EDIT["sampling"]}
 EDIT_HRV = hrv_source(EDIT["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="editing.hrv")
 EDIT_HUMAN_SETS = [s for s in EDIT["human_sets"] if s in EDIT_SETS]
 EDIT_TOY = EDIT["toy"]["enabled"] and config["toy"]["enabled"]
-
-
-def edit_pairs_of(wc):
-    """The pairs of a job's chunk, as plain dicts (a change of a pair's text re-runs its jobs)."""
-    start, stop = (int(x) for x in wc.chunk[1:].split("-"))
-    return [p.to_dict() for p in EDIT_SETS[wc.set][start : stop + 1]]
+# a job's params hold its pairs as plain dicts: a change of a pair's text re-runs its jobs
 
 
 localrules:
@@ -35,7 +30,7 @@ rule editing_source:
     output:
         images=directory(f"{OUT}/editing/{{set}}/source/seed{{seed}}/{{chunk}}"),
     params:
-        pairs=edit_pairs_of,
+        pairs=lambda wc: chunk_pairs(EDIT_SETS[wc.set], wc.chunk),
         model=MODEL["source"],
         sampling=EDIT_SAMPLING,
         token_map=EDIT["token_map"],
@@ -64,7 +59,7 @@ rule editing_images:
     output:
         images=directory(f"{OUT}/editing/{{set}}/{{method}}/seed{{seed}}/{{chunk}}"),
     params:
-        pairs=edit_pairs_of,
+        pairs=lambda wc: chunk_pairs(EDIT_SETS[wc.set], wc.chunk),
         model=MODEL["source"],
         sampling=EDIT_SAMPLING,
         windows=lambda wc: EDIT["windows"].get(wc.method, {}),

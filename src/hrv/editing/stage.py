@@ -65,6 +65,12 @@ def parse_chunk(label: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2)) + 1
 
 
+def chunk_pairs(pairs: Sequence[EditPair], label: str) -> list[dict[str, Any]]:
+    """The pairs of chunk ``label`` (by position) as plain dicts."""
+    start, stop = parse_chunk(label)
+    return [p.to_dict() for p in pairs[start:stop]]
+
+
 def chunks(n_pairs: int, pairs_per_job: int) -> list[tuple[int, int]]:
     if pairs_per_job < 1:
         raise HRVInputError(f"editing.pairs_per_job must be >= 1, got {pairs_per_job}")

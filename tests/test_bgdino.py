@@ -178,29 +178,47 @@ def test_detector_boxes_are_in_the_images_pixel_coordinates(scorer, gsam_dir):
 
 def test_boxes_reach_sam2_as_box_prompts_and_masks_come_back_at_image_size(scorer, monkeypatch):
     seen = {}
-    forward = scorer.segmenter.forward
+    encode, forward = scorer.segmenter.get_image_embeddings, scorer.segmenter.forward
 
-    def spy(*args, **kwargs):
+    def spy_encode(pixel_values, **kwargs):
+        seen["n_images"] = pixel_values.shape[0]
+        return encode(pixel_values, **kwargs)
+
+    def spy_forward(*args, **kwargs):
         seen["boxes"] = kwargs["input_boxes"].clone()
-        seen["n_images"] = kwargs["pixel_values"].shape[0]
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(scorer.segmenter, "forward", spy)
+    monkeypatch.setattr(scorer.segmenter, "get_image_embeddings", spy_encode)
+    monkeypatch.setattr(scorer.segmenter, "forward", spy_forward)
     images = [_image(10), _image(11), _image(12)]
     b1 = np.array([[8.0, 24.0, 40.0, 72.0]])
     b3 = np.array([[0.0, 0.0, 40.0, 48.0], [40.0, 48.0, 80.0, 96.0]])
     masks = scorer.masks_from_boxes(images, [b1, np.zeros((0, 4)), b3])
-    # SAM 2's processor rescales pixel boxes to its 64 x 64 input: x * 64 / W, y * 64 / H
-    scale = np.array([64 / W, 64 / H, 64 / W, 64 / H])
     assert seen["n_images"] == 2  # the image without boxes skips SAM 2
-    np.testing.assert_allclose(seen["boxes"][0].numpy(), np.vstack([b1, b1]) * scale, atol=1e-4)
-    np.testing.assert_allclose(seen["boxes"][1].numpy(), b3 * scale, atol=1e-4)
+    # one box prompt per row, in SAM 2's 64 x 64 input frame: x * 64 / W, y * 64 / H
+    scale = np.array([64 / W, 64 / H, 64 / W, 64 / H])
+    np.testing.assert_allclose(seen["boxes"].numpy(), np.vstack([b1, b3])[:, None] * scale, atol=1e-4)
     assert [m.shape for m in masks] == [(H, W)] * 3 and all(m.dtype == bool for m in masks)
     assert not masks[1].any()
     # the union over boxes: each box alone, united, gives the two-box mask
     alone = [scorer.masks_from_boxes([images[2]], [b[None]])[0] for b in b3]
     np.testing.assert_array_equal(masks[2], alone[0] | alone[1])
     assert masks[2].any() and (~masks[2]).any()
+    # each box's mask is SAM 2's, called the documented way (processor with image and box, forward)
+    from transformers import Sam2Model, Sam2Processor
+
+    folder = scorer.settings.segmenter
+    proc, model = Sam2Processor.from_pretrained(folder), Sam2Model.from_pretrained(folder).eval()
+    for image, box, got in [
+        (images[0], b1[0], masks[0]),
+        (images[2], b3[0], alone[0]),
+        (images[2], b3[1], alone[1]),
+    ]:
+        inputs = proc(images=image, input_boxes=[[box.tolist()]], return_tensors="pt")
+        with torch.no_grad():
+            out = model(**inputs, multimask_output=False)
+        ref = proc.post_process_masks(out.pred_masks, inputs["original_sizes"], binarize=True)[0][0, 0]
+        assert (ref.numpy() != got).mean() < 1e-3  # logits at 0 may round either way
 
 
 def test_no_detection_in_either_image_scores_the_whole_images_and_flags(scorer, gsam_dir):

@@ -194,28 +194,34 @@ class BGDino:
     def masks_from_boxes(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each image's object mask (H, W) bool: the union of SAM 2's masks of its box prompts.
 
-        Images with no box get an all-False mask and skip SAM 2. The others go in one batch; SAM 2
-        takes the same number of boxes per image, so shorter lists repeat their first box (a
-        repeated box gives the same mask again, leaving the union unchanged).
+        Images with no box get an all-False mask and skip SAM 2. The others are encoded in one
+        batch; then every box, paired with its image's embedding, is decoded in one batch (one box
+        per row, so images with different box counts need no padding).
         """
         masks = [np.zeros(im.shape[:2], dtype=bool) for im in images]
         todo = [i for i, b in enumerate(boxes) if len(b)]
         if not todo:
             return masks
-        most = max(len(boxes[i]) for i in todo)
-        prompts = []
-        for i in todo:
-            b = [list(map(float, box)) for box in boxes[i]]
-            prompts.append(b + [b[0]] * (most - len(b)))
-        inputs = self.segmenter_processor(
-            images=[images[i] for i in todo], input_boxes=prompts, return_tensors="pt"
+        pixels = self.segmenter_processor(images=[images[i] for i in todo], return_tensors="pt")
+        embeddings = self.segmenter.get_image_embeddings(pixels["pixel_values"].to(self.device))
+        owner = [i for i in todo for _ in boxes[i]]
+        sizes = [list(images[i].shape[:2]) for i in owner]
+        prompts = self.segmenter_processor(
+            input_boxes=[[list(map(float, box))] for i in todo for box in boxes[i]],
+            original_sizes=sizes,
+            return_tensors="pt",
         )
-        outputs = self.segmenter(**inputs.to(self.device), multimask_output=False)
-        per_image = self.segmenter_processor.post_process_masks(
-            outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), mask_threshold=0.0, binarize=True
+        rows = torch.tensor([todo.index(i) for i in owner], device=self.device)
+        outputs = self.segmenter(
+            image_embeddings=[e[rows] for e in embeddings],
+            input_boxes=prompts["input_boxes"].to(self.device),
+            multimask_output=False,
         )
-        for i, m in zip(todo, per_image, strict=True):
-            masks[i] = m.bool().any(dim=(0, 1)).numpy()
+        per_box = self.segmenter_processor.post_process_masks(
+            outputs.pred_masks.cpu(), torch.tensor(sizes), mask_threshold=0.0, binarize=True
+        )
+        for i, m in zip(owner, per_box, strict=True):
+            masks[i] |= m.bool().any(dim=(0, 1)).numpy()
         return masks
 
     @torch.no_grad()

@@ -358,7 +358,7 @@ def test_summary_mean_se_n_per_set_and_method():
     "case, message",
     [
         ("missing image", "does not exist"),
-        ("different sizes", "64x48"),
+        ("different sizes", "row 2: the source"),  # found in the manifest, before any model loads
         ("empty noun", "noun is empty"),
         ("missing model", "build-tiny-gsam"),
     ],

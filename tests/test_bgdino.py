@@ -383,6 +383,13 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(case, message, settings
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs"]  # no temporary folder left either
 
 
+def test_hub_id_not_in_the_cache_says_how_to_get_it(settings):
+    from hrv.errors import HRVInputError
+
+    with pytest.raises(HRVInputError, match="huggingface-cli download no-such-org/no-such-dinov2"):
+        BGDino.load(dataclasses.replace(settings, embedder="no-such-org/no-such-dinov2"))
+
+
 def test_foreign_output_folder_is_not_replaced(scorer, tmp_path):
     from hrv.errors import HRVInputError
 

@@ -100,7 +100,7 @@ def _rgb(path: str | Path) -> np.ndarray:
 
 
 def mask_name(row: int, record: dict) -> str:
-    """``0003_color_p2p-hrv_7_seed10.png``: the row number, then the keys the manifest has."""
+    """``0003_color_p2p_hrv_7_seed10.png``: the row number, then the keys the manifest has."""
     parts = [f"{row:04d}"]
     for key in KEYS:
         if key in record and str(record[key]) != "":

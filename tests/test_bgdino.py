@@ -411,3 +411,11 @@ def test_tiny_models_are_ordinary_folders_and_seeded(gsam_dir, tmp_path):
         assert config["architectures"][0] in {"GroundingDinoForObjectDetection", "Sam2Model", "Dinov2Model"}
         same = (gsam_dir / folder.name / "model.safetensors").read_bytes()
         assert (folder / "model.safetensors").read_bytes() == same
+    save_tiny_gsam(tmp_path / "again", seed=0)  # its own folders are rebuilt
+    from hrv.errors import HRVInputError
+
+    (tmp_path / "mine/sam2").mkdir(parents=True)
+    (tmp_path / "mine/sam2/config.json").write_text("{}")
+    with pytest.raises(HRVInputError, match="not a tiny model"):
+        save_tiny_gsam(tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["sam2"]

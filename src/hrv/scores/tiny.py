@@ -17,6 +17,7 @@ from pathlib import Path
 # what `hrv build-tiny-gsam DIR` writes: one folder per model; the workflow's is TINY_DIR
 TINY_FOLDERS = {"detector": "grounding-dino", "segmenter": "sam2", "embedder": "dinov2"}
 TINY_DIR = "resources/models/tiny-gsam"
+TINY_MARK = "hrv_tiny.json"  # written into each tiny folder: rebuilding replaces only these
 
 
 def model_source(value: str, role: str, tiny_dir: str = TINY_DIR) -> str:
@@ -193,20 +194,27 @@ def save_tiny_gsam(folder: str | Path, seed: int = 0) -> dict[str, Path]:
     Returns the folders by role (detector, segmenter, embedder); seeds ``seed``, ``seed + 1``,
     ``seed + 2``.
     """
+    import json
+
     import transformers
 
+    from hrv.errors import HRVInputError
     from hrv.io import atomic_dir
 
+    targets = {role: Path(folder) / name for role, name in TINY_FOLDERS.items()}
+    for target in targets.values():  # never replace a folder this function did not write
+        if target.exists() and not (target / TINY_MARK).is_file():
+            raise HRVInputError(
+                f"{target} exists and is not a tiny model of hrv build-tiny-gsam; give another folder"
+            )
     transformers.utils.logging.disable_progress_bar()
     builders = {
         "detector": build_tiny_detector,
         "segmenter": build_tiny_segmenter,
         "embedder": build_tiny_embedder,
     }
-    out = {}
     for k, (role, build) in enumerate(builders.items()):
-        target = Path(folder) / TINY_FOLDERS[role]
-        with atomic_dir(target) as tmp:
+        with atomic_dir(targets[role]) as tmp:
             build(tmp, seed + k)
-        out[role] = target
-    return out
+            (tmp / TINY_MARK).write_text(json.dumps({"role": role, "seed": seed + k}) + "\n")
+    return targets

@@ -1,13 +1,21 @@
 # BG-DINO (spec section 5 "Scores"; docs/bgdino.md): background preservation of the object edits.
 # One job per (object set, method) over the editing stage's manifest, then the tables and the
 # CLIP-against-BG-DINO scatter (the paper's Figure 7).
+from pathlib import Path
+
 from hrv.scores.tiny import TINY_DIR, model_source
 
 BGD = config["bgdino"]
 BGD_SETS = [s for s in BGD["sets"] if s in EDIT_SETS]
 BGD_MODELS = {role: model_source(BGD[role], role) for role in ("detector", "segmenter", "embedder")}
-# the tiny models' folder is an input when a role uses it (the workflow builds it)
-BGD_TINY = [TINY_DIR] if any(v.startswith(TINY_DIR) for v in BGD_MODELS.values()) else []
+# model folders are inputs: the tiny models' (the workflow builds them) and local ones (not hub ids)
+BGD_FOLDERS = sorted(
+    {
+        TINY_DIR if v.startswith(TINY_DIR) else v
+        for v in BGD_MODELS.values()
+        if v.startswith(TINY_DIR) or Path(v).expanduser().is_dir()
+    }
+)
 
 
 localrules:
@@ -31,7 +39,7 @@ rule build_tiny_gsam:
 
 rule editing_bgdino:
     input:
-        tiny_gsam=BGD_TINY,
+        models=BGD_FOLDERS,
         manifest=rules.editing_manifest.output.manifest,
     output:
         scores=directory(f"{OUT}/editing/bgdino/{{set}}/{{method}}"),

@@ -334,3 +334,17 @@ def test_pair_edits_change_targets_and_never_sources(tiny_pipe, edit_cls):
         edited = _sample(tiny_pipe, prompts, latents)
     assert np.array_equal(edited[[0, 2]], plain[[0, 2]])
     assert not np.allclose(edited[[1, 3]], plain[[1, 3]])
+
+
+def test_unet_rows_do_not_depend_on_a_batch_of_16_or_more(tiny_pipe):
+    """1x1 convolutions round differently from 16 batch elements on (CPU): chunked by determinism."""
+    from hrv.determinism import make_batch_invariant
+
+    make_batch_invariant(tiny_pipe)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((18, 4, 8, 8), generator=g)
+    emb = torch.randn((18, 77, tiny_pipe.text_encoder.config.hidden_size), generator=g)
+    with torch.no_grad():
+        whole = tiny_pipe.unet(x, 500, encoder_hidden_states=emb).sample
+        two = tiny_pipe.unet(x[[0, 17]], 500, encoder_hidden_states=emb[[0, 17]]).sample
+    assert torch.equal(whole[[0, 17]], two)

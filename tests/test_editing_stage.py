@@ -29,6 +29,8 @@ def test_plan_cuts_fixed_chunks_and_adds_a_source_job(root):
         parse_chunk("p9-1")
     with pytest.raises(HRVInputError, match="cannot be an editing method"):
         plan_jobs({"weather_conditions": pairs}, ["source"], [10], 10)
+    with pytest.raises(HRVInputError, match="unknown editing method.*p2q.*p2p_hrv"):
+        plan_jobs({"weather_conditions": pairs}, ["p2q"], [10], 10)
 
 
 def _planned_edit_jobs(workdir, configfile) -> set[str]:
@@ -154,6 +156,7 @@ def stage_run(tmp_path, root, monkeypatch):
 
     monkeypatch.setattr(stage, "render_pairs", _stand_in_render)
     pairs = read_set("color", root / "resources/benchmarks/editing_color.csv")[:3]
+    monkeypatch.setitem(sys.modules["hrv.editing.methods"].MODULES, "bad", "hrv.editing.p2p")
     jobs = plan_jobs({"color": pairs}, ["p2p", "p2p_hrv", "bad"], [10], 2)
     out = tmp_path / "run"
     for j in jobs:

@@ -62,7 +62,7 @@ def test_editing_rules_on_the_tiny_model(tmp_path, tiny_pipe, concepts):
     summary = pd.read_csv(out / "clip_summary.csv").set_index("method")
     assert list(summary.index) == ["source", "p2p", "p2p_hrv"] and set(summary["n"]) == {1}
     assert summary["sem"].isna().all()  # one image: no standard error
-    table = pd.read_csv(out / "clip_table.csv", keep_default_na=False)
+    table = pd.read_csv(out / "clip_table.csv", dtype=str, keep_default_na=False)
     assert "±" not in "".join(table["CLIP color"])
     assert (out / "color/grid.png").read_bytes()[:4] == b"\x89PNG"
     again = snakemake(wd, *targets, "-n", "--configfile", str(cfg))

@@ -9,6 +9,7 @@ the paper's layer names), which HRVs and votes are indexed by.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -58,6 +59,9 @@ def _block_of(module_name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @dataclass(frozen=True)
 class UNetLayers:
     """Every editable site of a UNet, each kind in execution order (down -> mid -> up)."""
@@ -67,6 +71,14 @@ class UNetLayers:
 
     @classmethod
     def from_unet(cls, unet: torch.nn.Module) -> UNetLayers:
+        """The UNet's sites (cached per UNet: walking its modules costs milliseconds per call)."""
+        cached = _CACHE.get(unet)
+        if cached is None:
+            cached = _CACHE[unet] = cls._discover(unet)
+        return cached
+
+    @classmethod
+    def _discover(cls, unet: torch.nn.Module) -> UNetLayers:
         heads = HeadRegistry.from_unet(unet)
         ca = {layer.module_name: layer for layer in heads.layers}
         levels = _levels(unet)

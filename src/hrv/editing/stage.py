@@ -81,8 +81,15 @@ def plan_jobs(
     sets: dict[str, list[EditPair]], methods: Sequence[str], seeds: Sequence[int], pairs_per_job: int
 ) -> list[EditJob]:
     """Every edit job and every source job (method ``source``), sets in order, then seeds, chunks."""
+    from hrv.editing.methods import MODULES
+
     if SOURCE in methods:
         raise HRVInputError(f"'{SOURCE}' names the source images and cannot be an editing method")
+    unknown = [m for m in methods if m not in MODULES]
+    if unknown:
+        raise HRVInputError(
+            f"unknown editing method(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}"
+        )
     jobs = []
     for name, pairs in sets.items():
         for seed in seeds:
@@ -99,12 +106,20 @@ def pixel_hash(image) -> str:
 def render_pairs(
     pipe, prompts: Sequence[tuple[str, str]], methods: Sequence[str], seed: int, **kwargs
 ) -> list[dict[str, Any]]:
-    """Per (source, target) prompt pair, ``{"source": image, method: image, ...}`` for one seed,
-    from ``hrv.editing.edit_pairs`` (``kwargs``: its sampling and method settings)."""
+    """Per (source, target) prompt pair, ``{"source": image, method: image, ...}`` for one seed
+    (``hrv.editing.edit_pairs``; ``kwargs`` are its settings).
+
+    With no method (the source job) the pairs are rendered as P2P with both windows 0, i.e. with
+    no edit at all, through the same batches and code as the edit jobs, and only the source
+    branch is kept; no HRV is needed then.
+    """
     from hrv.editing import edit_pairs
 
-    results = edit_pairs(pipe, list(prompts), list(methods), [seed], **kwargs)
-    return [{"source": r.source, **r.edits} for r in results]
+    methods = list(methods)
+    if not methods:
+        kwargs = {**kwargs, "hrv": None, "concept": None, "cross_steps": 0.0, "self_steps": 0.0}
+    result = edit_pairs(pipe, list(prompts), methods or ["p2p"], [seed], **kwargs)
+    return [{name: result.images[name][p][0] for name in ["source", *methods]} for p in range(len(prompts))]
 
 
 def run_job(

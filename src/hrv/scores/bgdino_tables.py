@@ -122,6 +122,7 @@ def plot_scatter(points: pd.DataFrame, out: str | Path, dpi: int = 150) -> Path:
                 label=row.method,
                 capsize=2,
             )
+        ax.ticklabel_format(useOffset=False)  # scores near 1 stay readable
         ax.set_title(s, fontsize=9)
         ax.set_xlabel("CLIP (edited image, target prompt)", fontsize=8)
         ax.set_ylabel("BG-DINO", fontsize=8)

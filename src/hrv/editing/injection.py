@@ -2,22 +2,19 @@
 windows as fractions of the UNet evaluations, and layer choices by the UNet's structure.
 
 Layer choices name a site by its section, its resolution level (``Site.level``: how many times
-the latent was halved before it) and, in the decoder, its unit: ``up_blocks.<b>.resnets.<u>`` and
-``up_blocks.<b>.attentions.<u>`` (every transformer block of it) are unit ``u`` of their level.
+the latent was halved before it) and, in the decoder, its unit ``Site.sub``: ``up_blocks.<b>.resnets.<u>``
+and ``up_blocks.<b>.attentions.<u>`` (every transformer block of it) are unit ``u`` of their level.
 See docs/editing-baselines.md.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import torch
 
 from hrv.control import Call, Site, UNetLayers
 from hrv.errors import HRVInputError
-
-_UNIT = re.compile(r"\.(?:resnets|attentions)\.(\d+)(?:\.|$)")
 
 
 def from_source(call: Call, t: torch.Tensor, slot: int) -> torch.Tensor:
@@ -33,12 +30,6 @@ def window_end(fraction: float, evaluations: int, setting: str) -> int:
     if not 0.0 <= fraction <= 1.0:
         raise HRVInputError(f"{setting} must be a fraction of the steps in [0, 1], got {fraction}")
     return int(fraction * evaluations)
-
-
-def unit(site: Site) -> int:
-    """The site's unit in its block: ``resnets.<u>`` / ``attentions.<u>`` (0 in the mid block)."""
-    m = _UNIT.search(site.module_name)
-    return int(m.group(1)) if m else 0
 
 
 def decoder_levels(layers: UNetLayers, kind: str) -> list[int]:

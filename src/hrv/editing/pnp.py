@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 
 from hrv.control import Call, Edit, UNetLayers
-from hrv.editing.injection import choose, decoder_levels, from_source, unit, window_end
+from hrv.editing.injection import choose, decoder_levels, from_source, window_end
 from hrv.errors import HRVInputError
 
 
@@ -88,7 +88,7 @@ class PnP:
                 f"pnp level {self.level}: this UNet's decoder has self-attention at levels"
                 f" {', '.join(map(str, levels))} (SD 1.x default: 2)"
             )
-        units = {unit(s) for s in layers.of_kind("resnet") if s.section == "up" and s.level == self.level}
+        units = {s.sub for s in layers.of_kind("resnet") if s.section == "up" and s.level == self.level}
         if self.unit not in units:
             raise HRVInputError(
                 f"pnp unit {self.unit}: decoder level {self.level} has units"
@@ -96,14 +96,13 @@ class PnP:
             )
         at = (self.level, self.unit)
         feature = choose(
-            layers, "resnet", lambda s: s.section == "up" and (s.level, unit(s)) == at, f"pnp unit {at}"
+            layers, "resnet", lambda s: s.section == "up" and (s.level, s.sub) == at, f"pnp unit {at}"
         )
         qk = choose(
             layers,
             "self",
             lambda s: (
-                s.section == "up"
-                and (s.level < self.level or (s.level == self.level and unit(s) >= self.unit))
+                s.section == "up" and (s.level < self.level or (s.level == self.level and s.sub >= self.unit))
             ),
             f"pnp q/k from unit {at}",
         )

@@ -356,3 +356,44 @@ def test_hrv_edit_runs_the_baselines(tiny_model_dir, tmp_path):
     assert all((out / m / "seed0003.png").is_file() for m in ["source", *methods])
     meta = json.loads((out / "edit.json").read_text())
     assert meta["sampling"]["scheduler_setting"] == "ddim" and set(meta["methods"]) == set(methods)
+
+
+@pytest.mark.parametrize("method", [PnP(), MasaCtrl(), FPE()], ids=["pnp", "masactrl", "fpe"])
+def test_the_defaults_run_on_an_sdxl_shaped_unet(method):
+    """A small random UNet with SDXL's structure (no attention at level 0, transformers of depth 2,
+    added text/time conditioning): one evaluation inside each method's window edits the target's
+    rows and leaves the source's as a run of the source alone gives them."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32, 32),
+        layers_per_block=2,
+        attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 2, 2),
+        cross_attention_dim=16,
+        norm_num_groups=8,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=16 + 6 * 4,
+    ).eval()
+    layers = UNetLayers.from_unet(unet)
+    x = torch.randn(1, 4, 8, 8).repeat(4, 1, 1, 1)  # [u_src, u_tgt, c_src, c_tgt] share the latent
+    text, pooled = torch.randn(4, 7, 16), torch.randn(4, 16)
+    text[0], pooled[0] = text[1], pooled[1]  # one unconditional embedding for both branches
+
+    def forward(rows, edits=(), step=0):
+        cond = {"text_embeds": pooled[rows], "time_ids": torch.zeros(len(rows), 6)}
+        controller = Controller(list(edits), layout=Layout(guidance=True, group=len(rows) // 2))
+        controller.step = step
+        with installed(unet, controller, kinds={"self", "cross", "resnet"}), torch.no_grad():
+            return unet(x[rows], 500, encoder_hidden_states=text[rows], added_cond_kwargs=cond).sample
+
+    step = 5  # inside every default window (PnP q/k < 25, FPE < 40, MasaCtrl >= 4 of 50)
+    edited = forward([0, 1, 2, 3], method.build(layers, 50), step)
+    plain = forward([0, 1, 2, 3])
+    torch.testing.assert_close(edited[[0, 2]], forward([0, 2]), atol=1e-5, rtol=1e-5)
+    assert (edited[3] - plain[3]).abs().max() > 1e-3  # the conditional target changed

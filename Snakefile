@@ -30,6 +30,7 @@ include: "workflow/rules/polysemy.smk"
 include: "workflow/rules/weakening.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/editing.smk"
+include: "workflow/rules/bgdino.smk"
 
 
 rule all:
@@ -46,3 +47,4 @@ rule all:
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),
         rules.toy_checks.output if config["toy"]["enabled"] else [],
         EDIT_TARGETS,
+        BGD_TARGETS,

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "hrv.commands.weakening",
     "hrv.commands.editing",
     "hrv.commands.editing_scores",
+    "hrv.commands.bgdino",
 ]
 
 

@@ -1,6 +1,7 @@
 # BG-DINO (spec section 5 "Scores"; docs/bgdino.md): background preservation of the object edits.
 # One job per (object set, method) over the editing stage's manifest, then the tables and the
 # CLIP-against-BG-DINO scatter (the paper's Figure 7).
+import re
 from pathlib import Path
 
 from hrv.scores.tiny import TINY_DIR, model_source
@@ -53,7 +54,7 @@ rule editing_bgdino:
         version=VERSION,
     wildcard_constraints:
         set="|".join(BGD_SETS) or "no-set",
-        method="|".join(EDIT["methods"]),
+        method="|".join(re.escape(m) for m in EDIT["methods"]),  # sdedit_0.5: a dot, not any character
     resources:
         gpu=1,
     log:

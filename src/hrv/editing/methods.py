@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from hrv.editing.method import Method
 from hrv.errors import HRVInputError
+
+if TYPE_CHECKING:  # the methods import torch; the names alone do not (the DAG is planned without it)
+    from hrv.editing.method import Method
 
 MODULES = {
     "p2p": "hrv.editing.p2p",

@@ -33,6 +33,19 @@ def test_plan_cuts_fixed_chunks_and_adds_a_source_job(root):
         plan_jobs({"weather_conditions": pairs}, ["p2q"], [10], 10)
 
 
+def test_planning_modules_do_not_import_torch(root):
+    """What the Snakefile imports to plan the DAG leaves torch unloaded (parsing stays fast); the
+    package's names still resolve on first use."""
+    code = (
+        "import sys; import hrv.editing.sets, hrv.editing.stage, hrv.polysemy, hrv.experiments, hrv.workflow; "
+        "assert 'torch' not in sys.modules, 'torch loaded'; "
+        "import hrv.editing as e; assert callable(e.edit_pairs) and e.METHODS[0] == 'p2p'; "
+        "assert 'torch' in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def _planned_edit_jobs(workdir, configfile) -> set[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--configfile", str(configfile), "--cores", "1"],

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hrv import judging
+from hrv import html_tables, judging
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet
 from hrv.io import atomic_path, write_text_atomic
@@ -264,12 +264,7 @@ def rates_html(rates: pd.DataFrame, out: str | Path, title: str) -> Path:
             )
         style = ' style="font-weight:bold"' if c == "all" else ""
         body.append(f"<tr{style}><td>{html.escape(c)}</td>{''.join(tds)}</tr>")
-    doc = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{t}</title><style>"
-        "table{{border-collapse:collapse;font-family:sans-serif}}td,th{{border:1px solid #999;padding:4px 8px}}"
-        "</style></head><body><h3>{t}</h3><table><tr><th>case</th>{h}</tr>{b}</table></body></html>\n"
-    ).format(t=html.escape(title), h=head, b="".join(body))
-    write_text_atomic(out, doc)
+    write_text_atomic(out, html_tables.page(title, f"<th>case</th>{head}", "".join(body)))
     return Path(out)
 
 

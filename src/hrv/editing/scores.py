@@ -9,7 +9,6 @@ over every pair and seed, divided by sqrt(n); empty for n = 1, where it is unkno
 
 from __future__ import annotations
 
-import html
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from hrv.errors import HRVInputError
-from hrv.io import atomic_path, write_text_atomic
+from hrv.html_tables import write_table_html
+from hrv.io import atomic_path
 from hrv.judging import relative
+from hrv.stats import mean_se
 
 SOURCE = "source"
 MANIFEST_COLUMNS = [
@@ -94,9 +95,8 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard error (NaN for n = 1) and n of ``clip`` per (set, method), in order of appearance."""
     rows = []
     for (s, m), g in scores.groupby(["set", "method"], sort=False):
-        x = g["clip"].to_numpy(np.float64)
-        sem = float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-        rows.append({"set": s, "method": m, "mean": float(x.mean()), "sem": sem, "n": len(x)})
+        mean, sem, n = mean_se(g["clip"])
+        rows.append({"set": s, "method": m, "mean": mean, "sem": sem, "n": n})
     return pd.DataFrame(rows, columns=["set", "method", "mean", "sem", "n"])
 
 
@@ -128,21 +128,6 @@ def table1(summary: pd.DataFrame, hp: pd.DataFrame | None = None) -> pd.DataFram
         for s in [x for x in dict.fromkeys(hp["set"]) if x != "all"]:
             out[f"HP {s}"] = [_hp_cell(h, s, m) for m in methods]
     return out
-
-
-def table_html(table: pd.DataFrame, out: str | Path, title: str) -> Path:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in table.itertuples(index=False)
-    )
-    doc = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 8px}"
-        f"</style></head><body><h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table></body></html>\n"
-    )
-    write_text_atomic(out, doc)
-    return Path(out)
 
 
 def plot_bars(summary: pd.DataFrame, out: str | Path, title: str, dpi: int = 150) -> Path:
@@ -201,6 +186,8 @@ def write_scores(
     with atomic_path(table_out) as tmp:
         table.to_csv(tmp, index=False)
     name = clip.get("model", "tiny")
-    table_html(table, table_html_out, f"CLIP ({name}) of the edited image with the target prompt: mean ± SE")
+    write_table_html(
+        table, table_html_out, f"CLIP ({name}) of the edited image with the target prompt: mean ± SE"
+    )
     plot_bars(summary, bars_out, f"CLIP ({name}) of the edited image with the target prompt (whiskers: SE)")
     return summary

@@ -5,7 +5,6 @@ No model is loaded here (pandas and matplotlib only), so the table rule runs in 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from hrv.errors import HRVInputError
-from hrv.io import atomic_path, write_text_atomic
+from hrv.html_tables import write_table_html
+from hrv.io import atomic_path
+from hrv.stats import mean_se
 
 SUMMARY_COLUMNS = ["set", "method", "mean", "se", "n", "fallback", "no_background"]
 
@@ -26,14 +27,13 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     groups = scores.groupby(keys, sort=False) if keys else [((), scores)]
     rows = []
     for key, g in groups:
-        finite = g["bgdino"].to_numpy(dtype=float)
-        finite = finite[np.isfinite(finite)]
-        n = len(finite)
+        x = g["bgdino"].to_numpy(dtype=float)
+        mean, se, n = mean_se(x[np.isfinite(x)])
         rows.append(
             {
                 **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-                "mean": float(finite.mean()) if n else float("nan"),
-                "se": float(finite.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+                "mean": mean,
+                "se": se,
                 "n": n,
                 "fallback": int(g["fallback"].astype(bool).sum()),
                 "no_background": int((g["background"] == 0).sum()),
@@ -73,21 +73,6 @@ def editing_table(summary: pd.DataFrame) -> pd.DataFrame:
             "" if r is None else f"{int(r['n'])} ({int(r['fallback'])})" for r in rows
         ]
     return out
-
-
-def table_html(table: pd.DataFrame, out: str | Path, title: str) -> Path:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in table.itertuples(index=False)
-    )
-    doc = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 8px}"
-        f"</style></head><body><h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table></body></html>\n"
-    )
-    write_text_atomic(out, doc)
-    return Path(out)
 
 
 def clip_vs_bgdino(bgdino: pd.DataFrame, clip: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +136,7 @@ def write_tables(
         summary.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(points_out) as tmp:
         points.to_csv(tmp, index=False, float_format="%.6g")
-    table_html(
+    write_table_html(
         editing_table(summary), table_html_out, f"{title}: mean ± SE, n (pairs scored on the whole image)"
     )
     plot_scatter(points, scatter_out)

@@ -19,7 +19,6 @@ the same latent: the success of not editing at all, and how much the background 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from hrv.errors import HRVInputError
-from hrv.io import atomic_path, write_text_atomic
+from hrv.html_tables import write_table_html
+from hrv.io import atomic_path
 from hrv.toy.classifiers import OBJECT_DISTANCE, _dilate, classify
 from hrv.toy.world import ATTRIBUTES, COLORS, SHAPES, Scene, all_scenes
 
@@ -141,21 +141,8 @@ def summarize(edits: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _html(table: pd.DataFrame, title: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>" for v in row
-        )
-        + "</tr>"
-        for row in table.itertuples(index=False)
-    )
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 8px}"
-        f"</style></head><body><h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table></body></html>\n"
-    )
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def engine_render(pipe, hrv, *, steps: int, guidance_scale: float, size: int = 32) -> Render:
@@ -216,5 +203,5 @@ def write_toy_edits(
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     title = f"Toy-world edits ({captions} captions per kind x {len(seeds)} seed(s), {steps} steps)"
-    write_text_atomic(table_html, _html(table, title))
+    write_table_html(table, table_html, title, _cell)
     return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,12 @@ def snakemake(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def planned_outputs(workdir: Path, configfile: str | Path, pattern: str) -> set[str]:
+    """The outputs a dry run in ``workdir`` plans that match ``pattern`` (a regex, one group: the path)."""
+    proc = snakemake(workdir, "-n", "--configfile", str(configfile), "--cores", "1", timeout=300)
+    return set(re.findall(pattern, proc.stdout))
 
 
 _RULES_PROBE = r"""

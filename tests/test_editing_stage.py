@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import yaml
+from helpers_workflow import copy_workflow, planned_outputs
 
 from hrv.editing.sets import read_set
 from hrv.editing.stage import EditJob, chunk_pairs, parse_chunk, plan_jobs
@@ -46,26 +44,12 @@ def test_planning_modules_do_not_import_torch(root):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def _planned_edit_jobs(workdir, configfile) -> set[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(configfile), "--cores", "1"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return set(re.findall(r"output: (results/t/editing/[^/\s]+/[^/\s]+/seed\d+/p[\d-]+)", proc.stdout))
+PLANNED_EDIT = r"output: (results/t/editing/[^/\s]+/[^/\s]+/seed\d+/p[\d-]+)"
 
 
 def test_dry_run_plans_only_new_jobs(tmp_path, root):
     """Adding a method, a seed and a set plans only the editing jobs that are new."""
-    shutil.copy2(root / "Snakefile", tmp_path / "Snakefile")
-    for folder in ("workflow", "config", "envs", "resources"):  # what the Snakefile reads at parse time
-        shutil.copytree(
-            root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "models")
-        )
+    copy_workflow(tmp_path)
     (tmp_path / "hrv.npz").write_bytes(b"")  # stands in for an HRV file
     (tmp_path / "resources/models/tiny").mkdir(parents=True)  # stands in for the built model
     base = {
@@ -81,7 +65,7 @@ def test_dry_run_plans_only_new_jobs(tmp_path, root):
         },
     }
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(base))
-    first = _planned_edit_jobs(tmp_path, "one.yaml")
+    first = planned_outputs(tmp_path, "one.yaml", PLANNED_EDIT)
     assert first == {
         f"results/t/editing/color/{m}/seed10/{c}" for m in ("source", "p2p") for c in ("p000-001", "p002-002")
     }
@@ -91,7 +75,7 @@ def test_dry_run_plans_only_new_jobs(tmp_path, root):
     grown = yaml.safe_load(yaml.safe_dump(base))
     grown["editing"].update({"methods": ["p2p", "p2p_hrv"], "seeds": [10, 20], "sets": ["color", "material"]})
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(grown))
-    second = _planned_edit_jobs(tmp_path, "two.yaml")
+    second = planned_outputs(tmp_path, "two.yaml", PLANNED_EDIT)
     expected = {
         f"results/t/editing/{s}/{m}/seed{seed}/{c}"
         for s in ("color", "material")

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,6 +10,7 @@ import pytest
 import torch
 import yaml
 from helpers_reference import assert_same_image, readme_latent, reference_sample
+from helpers_workflow import copy_workflow, planned_outputs
 from PIL import Image
 
 from hrv.clip import ClipScorer
@@ -279,27 +276,12 @@ def test_sweep_rejects_k_above_heads(tiny_pipe):
 # --- the Snakemake job plan ---------------------------------------------------------------------
 
 
-def _planned_weaken_jobs(workdir, configfile) -> set[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(configfile), "--cores", "1"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return set(re.findall(r"output: (results/t/weakening/[^/\s]+/[^/\s]+/seed\d+/ks[\d-]+)", proc.stdout))
+PLANNED_WEAKEN = r"output: (results/t/weakening/[^/\s]+/[^/\s]+/seed\d+/ks[\d-]+)"
 
 
 def test_dry_run_plans_only_new_jobs(tmp_path, root):
     """Adding a k value, a seed and an experiment plans only the jobs that are new."""
-    for name in ("Snakefile",):
-        shutil.copy2(root / name, tmp_path / name)
-    for folder in ("workflow", "config", "envs", "resources"):  # what the Snakefile reads at parse time
-        shutil.copytree(
-            root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "models")
-        )
+    copy_workflow(tmp_path)
     from hrv.heads import format_head
     from hrv.hrvfile import HRVSet
 
@@ -330,7 +312,7 @@ def test_dry_run_plans_only_new_jobs(tmp_path, root):
         },
     }
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(base))
-    first = _planned_weaken_jobs(tmp_path, "one.yaml")
+    first = planned_outputs(tmp_path, "one.yaml", PLANNED_WEAKEN)
     assert first == {f"results/t/weakening/animals/{o}/seed10/ks0-64" for o in ("MoRHF", "LeRHF")}
     for job in first:  # pretend they ran
         (tmp_path / job).mkdir(parents=True)
@@ -338,7 +320,7 @@ def test_dry_run_plans_only_new_jobs(tmp_path, root):
     grown = yaml.safe_load(yaml.safe_dump(base))
     grown["weakening"].update({"k": [0, 64, 128], "seeds": [10, 20], "experiments": ["animals", "color"]})
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(grown))
-    second = _planned_weaken_jobs(tmp_path, "two.yaml")
+    second = planned_outputs(tmp_path, "two.yaml", PLANNED_WEAKEN)
     expected = {
         f"results/t/weakening/{e}/{o}/seed{s}/{ks}"
         for e in ("animals", "color")

@@ -34,7 +34,7 @@ from hrv.editing.schedulers import SCHEDULERS, with_scheduler
 from hrv.editing.tokens import TOKEN_MAPS, AlignedPair, align_pair
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet, load_hrv
-from hrv.io import atomic_dir
+from hrv.io import atomic_dir, refuse_foreign
 
 PairSpec = tuple[str, str] | tuple[str, str, str | None]
 OFFICIAL_HRVS = ("sd14", "sdxl")
@@ -248,9 +248,8 @@ def edit_pairs(
 
 
 def _check_out(out: Path) -> None:
-    """Refuse to replace a folder this command did not write."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "edit.json").is_file())):
-        raise HRVInputError(f"{out} exists and was not written by `hrv edit`; choose another --out")
+    """Refuse to replace a folder this command did not write (``hrv edit`` checks it before loading)."""
+    refuse_foreign(out, "edit.json", f"{out} exists and was not written by `hrv edit`; choose another --out")
 
 
 def save_edit_outputs(result: EditResult, out_dir: str | Path) -> Path:

@@ -124,14 +124,15 @@ def score_manifest(
     """
     from PIL import Image
 
-    from hrv.io import atomic_dir
+    from hrv.io import atomic_dir, refuse_foreign
 
     table = read_manifest(manifest, sets, methods)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "scores.csv").is_file():
-        raise HRVInputError(
-            f"output folder {out_dir} exists and is not a BG-DINO output; give a new folder with --out"
-        )
+    refuse_foreign(
+        out_dir,
+        "scores.csv",
+        f"output folder {out_dir} exists and is not a BG-DINO output; give a new folder with --out",
+    )
     scorer = scorer or BGDino.load(settings)
     step = max(1, scorer.settings.batch_size)
     records = table.to_dict("records")

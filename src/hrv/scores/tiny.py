@@ -198,15 +198,15 @@ def save_tiny_gsam(folder: str | Path, seed: int = 0) -> dict[str, Path]:
 
     import transformers
 
-    from hrv.errors import HRVInputError
-    from hrv.io import atomic_dir
+    from hrv.io import atomic_dir, refuse_foreign
 
     targets = {role: Path(folder) / name for role, name in TINY_FOLDERS.items()}
     for target in targets.values():  # never replace a folder this function did not write
-        if target.exists() and not (target / TINY_MARK).is_file():
-            raise HRVInputError(
-                f"{target} exists and is not a tiny model of hrv build-tiny-gsam; give another folder"
-            )
+        refuse_foreign(
+            target,
+            TINY_MARK,
+            f"{target} exists and is not a tiny model of hrv build-tiny-gsam; give another folder",
+        )
     transformers.utils.logging.disable_progress_bar()
     builders = {
         "detector": build_tiny_detector,

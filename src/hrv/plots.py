@@ -1,23 +1,43 @@
-"""Figures: the HRV heat map (concepts x heads, grouped by layer)."""
+"""Figures: the HRV heat map (concepts x heads, grouped by layer), and what every figure uses:
+matplotlib without a display and an atomic PNG write."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hrv.heads import parse_head
-from hrv.hrvfile import HRVSet
 from hrv.io import atomic_path
+
+if TYPE_CHECKING:
+    from hrv.hrvfile import HRVSet
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, out: str | Path, dpi: int) -> Path:
+    """Write ``fig`` to ``out`` as a PNG atomically and close it."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
+    return Path(out)
 
 
 def heatmap(
     hrv: HRVSet, out: str | Path, cmap: str = "viridis", dpi: int = 150, vmax: float | None = None
 ) -> Path:
-    import matplotlib
+    from hrv.heads import parse_head  # imports torch: only when a heat map is drawn
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n_c, n_h = hrv.hrv.shape
     layers = [parse_head(h)[:2] for h in hrv.heads]
@@ -38,7 +58,4 @@ def heatmap(
     ax.set_title(f"Head Relevance Vectors ({n_c} concepts x {n_h} heads; mean 1 per concept)")
     fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="HRV")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out, dpi)

@@ -33,6 +33,7 @@ from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet
 from hrv.io import atomic_path, write_text_atomic
 from hrv.judging import ABItem, Form, write_sheet
+from hrv.plots import pyplot, save_png
 
 CASE_COLUMNS = ("case", "prompt", "token", "desired", "undesired", "intended", "wrong", "clamp")
 METHODS = ("sd", "adjusting", "strengthening")
@@ -270,10 +271,7 @@ def rates_html(rates: pd.DataFrame, out: str | Path, title: str) -> Path:
 
 def plot_rates(rates: pd.DataFrame, out: str | Path, title: str, dpi: int = 150) -> Path:
     """Grouped bars: misinterpretation rate (%) per case and over all cases, one bar per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     methods = list(dict.fromkeys(rates["method"]))
     cases = list(dict.fromkeys(rates["case"]))
@@ -294,10 +292,7 @@ def plot_rates(rates: pd.DataFrame, out: str | Path, title: str, dpi: int = 150)
     ax.set_title(textwrap.fill(title, 70), fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out, dpi)
 
 
 # --- the human-judging sheet (hrv.judging) ----------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 
 from hrv.errors import HRVInputError
 from hrv.io import atomic_path
+from hrv.plots import pyplot, save_png
 from hrv.scoring import area_between
 
 STYLE = {
@@ -17,22 +18,6 @@ STYLE = {
     "LeRHF": {"color": "tab:blue", "marker": "s"},
     "random": {"color": "tab:gray", "marker": "^"},
 }
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out: str | Path, dpi: int) -> Path:
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    _plt().close(fig)
-    return Path(out)
 
 
 def read_reference_curve(path: str | Path):
@@ -79,17 +64,17 @@ def _draw_curves(ax, table, title: str, reference=None) -> None:
 
 def curves(table, out: str | Path, title: str, reference=None, dpi: int = 150) -> Path:
     """Score against k per order with +-1 standard error bands (one experiment)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     _draw_curves(ax, table, title, reference)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, dpi)
+    return save_png(fig, out, dpi)
 
 
 def overview(tables: dict[str, object], out: str | Path, dpi: int = 150) -> Path:
     """All experiments' curves side by side (title = concept)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(tables)
     if n == 0:
         raise HRVInputError("no weakening tables to plot")
@@ -103,7 +88,7 @@ def overview(tables: dict[str, object], out: str | Path, dpi: int = 150) -> Path
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(fig, out, dpi)
+    return save_png(fig, out, dpi)
 
 
 def area_summary(
@@ -132,7 +117,7 @@ def area_summary(
     summary = pd.DataFrame(rows)
     with atomic_path(out_csv) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, max(2.6, 0.5 * len(rows) + 1.5)))
     y = np.arange(len(rows))
     ax.barh(y - 0.2, summary["area_LeRHF_minus_MoRHF"], height=0.4, color="tab:purple", label="LeRHF - MoRHF")
@@ -148,7 +133,7 @@ def area_summary(
     ax.set_title("MoRHF removes the concept faster when > 0", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, out_png, dpi)
+    save_png(fig, out_png, dpi)
     return summary
 
 
@@ -164,7 +149,7 @@ def image_grid(
     ks = sorted(set(part["k"]))
     orders = [o for o in STYLE if o in set(part["order"])]
     blocks = [(p, o) for p in sorted(set(part["prompt_index"])) for o in orders]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(
         len(blocks), len(ks), figsize=(1.1 * len(ks) + 1.2, 1.15 * len(blocks) + 0.5), squeeze=False
     )
@@ -185,4 +170,4 @@ def image_grid(
                 ax.set_ylabel(f"{order}\n{text[:28]}", fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, out, dpi)
+    return save_png(fig, out, dpi)

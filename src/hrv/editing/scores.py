@@ -20,6 +20,7 @@ from hrv.errors import HRVInputError
 from hrv.html_tables import write_table_html
 from hrv.io import atomic_path
 from hrv.judging import relative
+from hrv.plots import pyplot, save_png
 from hrv.stats import mean_se
 
 SOURCE = "source"
@@ -132,10 +133,7 @@ def table1(summary: pd.DataFrame, hp: pd.DataFrame | None = None) -> pd.DataFram
 
 def plot_bars(summary: pd.DataFrame, out: str | Path, title: str, dpi: int = 150) -> Path:
     """Grouped bars: mean CLIP per set, one bar per method, standard errors as whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     methods = list(dict.fromkeys(summary["method"]))
     sets = list(dict.fromkeys(summary["set"]))
@@ -153,10 +151,7 @@ def plot_bars(summary: pd.DataFrame, out: str | Path, title: str, dpi: int = 150
     ax.set_title(textwrap.fill(title, 70), fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out, dpi)
 
 
 def write_scores(

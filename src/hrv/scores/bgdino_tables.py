@@ -14,6 +14,7 @@ import pandas as pd
 from hrv.errors import HRVInputError
 from hrv.html_tables import write_table_html
 from hrv.io import atomic_path
+from hrv.plots import pyplot, save_png
 from hrv.stats import mean_se
 
 SUMMARY_COLUMNS = ["set", "method", "mean", "se", "n", "fallback", "no_background"]
@@ -86,10 +87,7 @@ def clip_vs_bgdino(bgdino: pd.DataFrame, clip: pd.DataFrame) -> pd.DataFrame:
 def plot_scatter(points: pd.DataFrame, out: str | Path, dpi: int = 150) -> Path:
     """Like the paper's Figure 7: per set a panel, per method a point at (CLIP, BG-DINO) with
     standard-error bars; up and to the right is better."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sets = list(dict.fromkeys(points["set"]))
     methods = list(dict.fromkeys(points["method"]))
@@ -114,10 +112,7 @@ def plot_scatter(points: pd.DataFrame, out: str | Path, dpi: int = 150) -> Path:
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[m]) for m in methods]
     fig.legend(handles, methods, fontsize=8, loc="center right")
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out, dpi)
 
 
 def write_tables(

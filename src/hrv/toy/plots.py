@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 # the same order colours/markers, Agg set-up and atomic PNG saving as the weakening figures
-from hrv.weakening_plots import STYLE, _plt, _save
+from hrv.plots import pyplot, save_png
+from hrv.weakening_plots import STYLE
 
 
 def weakening_curves(
@@ -23,7 +24,7 @@ def weakening_curves(
     ``curves["Color-MoRHF"]["shape"]`` is the shape accuracy while the Color HRV's heads are weakened
     in MoRHF order, one value per k.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(7.2, 5.4), sharex=True, sharey=True)
     x = np.asarray(ks, dtype=float)
     for r, concept in enumerate(("Color", "Shape")):
@@ -43,14 +44,14 @@ def weakening_curves(
                 ax.set_ylabel("accuracy")
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out, dpi)
+    return save_png(fig, out, dpi)
 
 
 def image_grid(
     images: np.ndarray, captions: Sequence[str], out: str | Path, cols: int = 8, dpi: int = 150
 ) -> Path:
     """Generated images (N, H, W, 3) in [0, 1] with their captions, ``cols`` per row."""
-    plt = _plt()
+    plt = pyplot()
     n = len(images)
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.6 * rows), squeeze=False)
@@ -61,4 +62,4 @@ def image_grid(
         words = cap.split(" ")
         ax.set_title(" ".join(words[:3]) + "\n" + " ".join(words[3:]), fontsize=5)
     fig.tight_layout()
-    return _save(fig, out, dpi)
+    return save_png(fig, out, dpi)

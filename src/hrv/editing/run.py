@@ -35,9 +35,9 @@ from hrv.editing.tokens import TOKEN_MAPS, AlignedPair, align_pair
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet, load_hrv
 from hrv.io import atomic_dir, refuse_foreign
+from hrv.polysemy import OFFICIAL_HRVS
 
 PairSpec = tuple[str, str] | tuple[str, str, str | None]
-OFFICIAL_HRVS = ("sd14", "sdxl")
 
 
 @dataclass

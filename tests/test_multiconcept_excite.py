@@ -186,3 +186,21 @@ def test_hrv_of_another_model_is_refused(tiny_pipe):
     )
     with pytest.raises(HRVInputError, match="heads"):
         excite(tiny_pipe, "a cat and a frog", method="ae_hrv", hrv=other, steps=1, progress=False)
+
+
+def test_excite_command_writes_a_and_e_s_layout(tiny_model_dir, hrv, tmp_path):
+    import json
+
+    from hrv.cli import main
+
+    hrv.save(tmp_path / "hrv.npz")
+    argv = ["excite", "--model", str(tiny_model_dir), "--hrv", str(tmp_path / "hrv.npz"), "--prompt"]
+    argv += ["a cat and a dog", "--method", "ae_hrv", "--seeds", "1", "2", "--out", str(tmp_path / "out")]
+    argv += ["--steps", "1", "--thresholds", "--device", "cpu"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "out/a cat and a dog").iterdir()) == ["1.png", "2.png"]
+    meta = json.loads((tmp_path / "out/excite.json").read_text())
+    assert [s["positions"] for s in meta["subjects"]] == [[2], [5]]
+    assert meta["settings"]["thresholds"] == {}
+    assert [e["step"] for e in meta["trace"]] == [0, 0]
+    assert main([*argv[:3], "--prompt", "a cat and a dog", "--method", "ae_hrv", "--out", "x"]) == 2

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "hrv.commands.core",
     "hrv.commands.steering",
     "hrv.commands.weakening",
+    "hrv.commands.multiconcept",
 ]
 
 

@@ -29,6 +29,7 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/polysemy.smk"
 include: "workflow/rules/weakening.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/multiconcept.smk"
 
 
 rule all:
@@ -44,3 +45,5 @@ rule all:
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),
         rules.toy_checks.output if config["toy"]["enabled"] else [],
+        rules.multiconcept_tables.output if MC["enabled"] else [],
+        expand(rules.multiconcept_grid.output.png, set=list(MC_SETS)),

@@ -173,6 +173,11 @@ def build_aggregation(
         return Aggregation(method, tuple(chosen), 77, gaussian_kernel() if smooth else None)
     if method in ("ae_hrv", "ae_uniform"):
         target = (math.ceil(height / 64), math.ceil(width / 64))
+        if min(target) < 2:
+            raise HRVInputError(
+                f"{method}: maps of 1/64 of a {height}x{width} image are {target[0]}x{target[1]}; the 3x3"
+                " smoothing needs at least 2x2: use images of at least 128 px"
+            )
         n_heads = sum(s.heads for s in sites)
         return Aggregation(method, tuple(sites), 77, gaussian_kernel() if smooth else None, target, n_heads)
     raise HRVInputError(f"unknown A&E method {method!r}; choose from {', '.join(EXCITING)}")

@@ -58,6 +58,7 @@ def test_jobs_are_per_set_method_seed_and_prompt_chunk(root):
     sets = load_sets(["type1"], 5, root)
     jobs = plan_jobs(sets, ["sd", "ae"], [1, 2], 2)
     assert len(jobs) == 2 * 2 * 3
+    assert [j.chunk for j in plan_jobs(sets, ["sd"], [1], None)] == ["p000-005"]
     assert [j.chunk for j in jobs[:3]] == ["p000-002", "p002-004", "p004-005"]
     assert jobs[0].path("results/t") == "results/t/multiconcept/type1/sd/seed1/p000-002"
 
@@ -83,7 +84,7 @@ def test_dry_run_plans_only_new_jobs(tmp_path, root):
     (tmp_path / "resources/models/tiny").mkdir(parents=True)  # stands in for the built model
     (tmp_path / "hrv.npz").write_bytes(b"")  # ae_hrv's HRV file (an existing path is all the plan needs)
     base = {"run": "t", "multiconcept": {"sets": ["type1"], "max_prompts": 3, "methods": ["sd", "ae"],
-                                         "seeds": [1], "batch_size": 2, "hrv": "hrv.npz"}}  # fmt: skip
+                                         "seeds": [1], "prompts_per_job": 2, "hrv": "hrv.npz"}}  # fmt: skip
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(base))
     first = _planned(tmp_path, "one.yaml")
     assert first == {

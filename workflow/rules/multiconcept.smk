@@ -6,7 +6,7 @@ from hrv.multiconcept.benchmark import grid_job_dirs, hrv_input, load_sets, pars
 
 MC = config["multiconcept"]
 MC_SETS = load_sets(MC["sets"], MC["max_prompts"]) if MC["enabled"] else {}
-MC_JOBS = plan_jobs(MC_SETS, MC["methods"], MC["seeds"], MC["batch_size"])
+MC_JOBS = plan_jobs(MC_SETS, MC["methods"], MC["seeds"], MC["prompts_per_job"])
 MC_SAMPLING = {**config["sampling"], **MC["sampling"]}
 MC_BLIP_TINY = f"{OUT}/multiconcept/blip-tiny"
 
@@ -47,6 +47,7 @@ rule multiconcept_sample:
         settings=MC["settings"],
         concept=MC["concept"],
         subword=MC["subword"],
+        batch_size=MC["batch_size"],
         device=config["device"],
         dtype=MC["dtype"],
         version=VERSION,

@@ -15,6 +15,7 @@ with log_to(snakemake.log[0]), claim_gpu(enabled=p.device in ("auto", "cuda")):
         sampling=p.sampling,
         concept=p.concept,
         subword=p.subword,
+        batch_size=p.batch_size,
         device=p.device,
         dtype=p.dtype,
     )

@@ -1,8 +1,9 @@
 """The multi-concept benchmark in the workflow: jobs, their images, their scores.
 
 One sampling job per (set, method, seed, chunk of prompts): a chunk is the prompts
-``[k * batch_size, (k + 1) * batch_size)`` of the set, sampled in one batch. Adding a seed, a method
-or a set plans only new jobs; raising ``max_prompts`` re-runs at most the last chunk. A job writes
+``[k * n, (k + 1) * n)`` of the set (n = ``prompts_per_job``, null = the whole set), sampled in
+batches of ``batch_size``. Adding a seed, a method or a set plans only new jobs; raising
+``max_prompts`` re-runs at most the last chunk. A job writes
 ``<job>/<prompt>/<seed>.png`` (A&E's layout) and ``manifest.csv``; its scoring job writes one row
 per image.
 """
@@ -57,14 +58,16 @@ def load_sets(names: Sequence[str], max_prompts: int | None, root: str | Path = 
 
 
 def plan_jobs(
-    sets: dict[str, list[str]], methods: Sequence[str], seeds: Sequence[int], batch_size: int
+    sets: dict[str, list[str]], methods: Sequence[str], seeds: Sequence[int], per_job: int | None
 ) -> list[BenchJob]:
+    """Every (set, method, seed, chunk of ``per_job`` prompts; None = all) job, in that order."""
     jobs = []
     for name, prompts in sets.items():
+        size = per_job or len(prompts)
         for method in methods:
             for seed in seeds:
-                for start in range(0, len(prompts), batch_size):
-                    jobs.append(BenchJob(name, method, seed, start, min(start + batch_size, len(prompts))))
+                for start in range(0, len(prompts), size):
+                    jobs.append(BenchJob(name, method, seed, start, min(start + size, len(prompts))))
     return jobs
 
 
@@ -95,13 +98,16 @@ def run_job(
     sampling: dict[str, Any],
     concept: str = "Animals",
     subword: str = "all",
+    batch_size: int = 4,
     device: str = "auto",
     dtype: str = "float32",
 ) -> Path:
-    """Sample one job's prompts (one batch) with ``method``; write images and ``manifest.csv``."""
+    """Sample one job's prompts with ``method`` in batches of ``batch_size``; write images and
+    ``manifest.csv``."""
     from hrv.hrvfile import load_hrv
     from hrv.models import load_pipeline
     from hrv.multiconcept.excite import ExciteSampler, ExciteSettings, ImageJob
+    from hrv.multiconcept.generate import sample_jobs
     from hrv.multiconcept.subjects import find_subjects, token_layout
 
     s = dict(settings)
@@ -125,7 +131,7 @@ def run_job(
         height=sampling.get("height"),
         width=sampling.get("width"),
     )
-    images = sampler.run(jobs)
+    images = sample_jobs(sampler, jobs, batch_size, progress=False)
     rows = []
     with atomic_dir(out) as tmp:
         for job, image in zip(jobs, images, strict=True):

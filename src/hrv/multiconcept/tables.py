@@ -24,7 +24,7 @@ METHOD_NAMES = {
     "ae": "A&E",
     "ae_released": "A&E (released)",
     "ae_hrv": "A&E-HRV",
-    "ae_uniform": "A&E, uniform heads",
+    "ae_uniform": "A&E-uniform",
 }
 
 

@@ -30,6 +30,8 @@ include: "workflow/rules/polysemy.smk"
 include: "workflow/rules/weakening.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/multiconcept.smk"
+include: "workflow/rules/editing.smk"
+include: "workflow/rules/bgdino.smk"
 
 
 rule all:
@@ -47,3 +49,5 @@ rule all:
         rules.toy_checks.output if config["toy"]["enabled"] else [],
         rules.multiconcept_tables.output if MC["enabled"] else [],
         expand(rules.multiconcept_grid.output.png, set=list(MC_SETS)),
+        EDIT_TARGETS,
+        BGD_TARGETS,

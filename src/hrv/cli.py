@@ -20,6 +20,9 @@ COMMAND_MODULES = [
     "hrv.commands.steering",
     "hrv.commands.weakening",
     "hrv.commands.multiconcept",
+    "hrv.commands.editing",
+    "hrv.commands.editing_scores",
+    "hrv.commands.bgdino",
 ]
 
 

@@ -9,6 +9,7 @@ the paper's layer names), which HRVs and votes are indexed by.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class Site:
     position: int  # index among all sites of this kind, in execution order
     level: int  # times the latent was halved before this site: (h >> level) x (w >> level) queries
     ca: CALayer | None = None  # cross sites: the head registry's layer (heads, head offset)
+    sub: int = 0  # index of its attentions.<sub> / resnets.<sub> module within the block
 
     def query_positions(self, latent_height: int, latent_width: int) -> int:
         """Query positions (pixels) of the site for a latent of this size (ceil at odd sizes)."""
@@ -53,9 +55,17 @@ def _levels(unet: torch.nn.Module) -> dict[tuple[str, int], int]:
     return levels
 
 
+def _sub_of(module_name: str) -> int:
+    m = re.search(r"\.(?:attentions|resnets)\.(\d+)", module_name)
+    return int(m.group(1)) if m else 0
+
+
 def _block_of(module_name: str) -> int:
     m = re.match(r"^(?:down_blocks|up_blocks)\.(\d+)\.", module_name)
     return int(m.group(1)) if m else 0
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,14 @@ class UNetLayers:
 
     @classmethod
     def from_unet(cls, unet: torch.nn.Module) -> UNetLayers:
+        """The UNet's sites (cached per UNet: walking its modules costs milliseconds per call)."""
+        cached = _CACHE.get(unet)
+        if cached is None:
+            cached = _CACHE[unet] = cls._discover(unet)
+        return cached
+
+    @classmethod
+    def _discover(cls, unet: torch.nn.Module) -> UNetLayers:
         heads = HeadRegistry.from_unet(unet)
         ca = {layer.module_name: layer for layer in heads.layers}
         levels = _levels(unet)
@@ -78,7 +96,17 @@ class UNetLayers:
                 index = per_section.get(section, 0)
                 per_section[section] = index + 1
                 sites.append(
-                    Site(name, kind, section, block, index, position, levels[section, block], ca.get(name))
+                    Site(
+                        name,
+                        kind,
+                        section,
+                        block,
+                        index,
+                        position,
+                        levels[section, block],
+                        ca.get(name),
+                        _sub_of(name),
+                    )
                 )
         return cls(tuple(sites), heads)
 

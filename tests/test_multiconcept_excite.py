@@ -205,3 +205,10 @@ def test_excite_command_writes_a_and_e_s_layout(tiny_model_dir, hrv, tmp_path):
     assert meta["settings"]["thresholds"] == {}
     assert [e["step"] for e in meta["trace"]] == [0, 0]
     assert main([*argv[:3], "--prompt", "a cat and a dog", "--method", "ae_hrv", "--out", "x"]) == 2
+
+
+def test_sd_needs_no_subjects(tiny_pipe):
+    from hrv.multiconcept import excite
+
+    result = excite(tiny_pipe, "a cat on a mat", method="sd", steps=1, progress=False)
+    assert result.subjects == [] and len(result.images) == 1

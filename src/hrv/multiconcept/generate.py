@@ -120,7 +120,10 @@ def excite(
         max_refinement_steps=max_refinement_steps,
         smooth=smooth,
     )
-    found = find_subjects(pipe.tokenizer, prompt, subjects, token_indices, concepts, subword)
+    if method == "sd" and subjects is None and token_indices is None:
+        found = []  # plain sampling excites nothing: any prompt will do
+    else:
+        found = find_subjects(pipe.tokenizer, prompt, subjects, token_indices, concepts, subword)
     positions, per_token = token_layout(found)
     sampler = ExciteSampler(
         pipe,

@@ -157,6 +157,26 @@ def test_ae_reads_the_layers_at_one_32nd_in_diffusers_order(tiny_pipe):
     padded = F.pad(probs[:, :, 4][None, None], (1, 1, 1, 1), mode="reflect")  # token 5
     ref = F.conv2d(padded, ae_kernel()[None, None]).max()
     assert float(agg.maxima(maps, [5])[0]) == pytest.approx(float(ref), abs=1e-6)
+    # the released baseline: the same layers, tokens 1..76 and the correct Gaussian
+    released = build_aggregation("ae_released", sites, (128, 128))
+    assert released.names == agg.names
+    probs = torch.softmax(mean[:, :, 1:77] * 100, dim=-1)
+    g = torch.tensor([0.10650698, 0.78698604, 0.10650698])
+    padded = F.pad(probs[:, :, 4][None, None], (1, 1, 1, 1), mode="reflect")
+    ref = F.conv2d(padded, torch.outer(g, g)[None, None]).max()
+    assert float(released.maxima(maps, [5])[0]) == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_head_weights_are_the_concept_hrv_over_h_or_uniform(hrv):
+    from hrv.multiconcept.excite import head_weights
+
+    w = head_weights("ae_hrv", ["Color", "Animals"], hrv, 128, hrv.heads)
+    np.testing.assert_allclose(w.numpy(), np.stack([hrv.vector("Color"), hrv.vector("Animals")]) / 128)
+    np.testing.assert_allclose(w.sum(1).numpy(), 1.0, rtol=1e-5)  # HRV rows sum to H
+    assert torch.equal(
+        head_weights("ae_uniform", ["Animals"], None, 128, hrv.heads), torch.full((1, 128), 1 / 128)
+    )
+    assert head_weights("ae", ["Animals"], None, 128, hrv.heads) is None
 
 
 @pytest.mark.parametrize(

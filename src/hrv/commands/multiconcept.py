@@ -66,7 +66,12 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="preset name, hub id or diffusers folder")
     p.add_argument("--hrv", default=None, help="hrv.npz (needed by ae_hrv)")
     p.add_argument("--prompt", required=True, help='e.g. "a cat and a dog"')
-    p.add_argument("--method", default="ae_hrv", choices=["sd", "ae", "ae_released", "ae_hrv", "ae_uniform"])
+    p.add_argument(
+        "--method",
+        default="ae_hrv",
+        choices=["sd", "ae", "ae_released", "ae_hrv", "ae_uniform"],
+        help="sd; ae (A&E as diffusers); ae_released (the HRV repository's A&E); ae_hrv; ae_uniform (1/H)",
+    )
     p.add_argument("--seeds", nargs="+", default=["1"], help="seeds, e.g. 1 2 3 or 1-10")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(

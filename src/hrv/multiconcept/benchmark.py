@@ -96,7 +96,7 @@ def run_job(
     *,
     settings: dict[str, Any],
     sampling: dict[str, Any],
-    concept: str = "Animals",
+    concept: str | Sequence[str] = "Animals",
     subword: str = "all",
     batch_size: int = 4,
     device: str = "auto",

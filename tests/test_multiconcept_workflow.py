@@ -103,3 +103,35 @@ def test_dry_run_plans_only_new_jobs(tmp_path, root):
         for c in ("p000-002", "p002-003")
     } - first
     assert second == expected
+
+
+def test_job_scores_tables_and_grid(tiny_model_dir, tmp_path):
+    """A sampling job, its scores, the tables and a grid, as the rules call them (no Snakemake)."""
+    from PIL import Image
+
+    from hrv.multiconcept.benchmark import run_job, score_job
+    from hrv.multiconcept.metrics import save_tiny_blip
+    from hrv.multiconcept.tables import bar_chart, image_grid, write_tables
+
+    prompts = ["a bird and a fish", "a frog and a horse"]
+    sampling = {"steps": 1, "guidance_scale": 7.5, "height": 128, "width": 128}
+    settings = {"max_iter_to_alter": 1, "thresholds": {}, "scale_factor": 20.0}
+    blip = save_tiny_blip(tmp_path / "blip")
+    score_files, dirs = [], {}
+    for method in ("sd", "ae"):
+        job = run_job(str(tiny_model_dir), None, prompts, method, 7, tmp_path / method, settings=settings,
+                      sampling=sampling, batch_size=2, device="cpu")  # fmt: skip
+        dirs[method] = [job]
+        manifest = pd.read_csv(job / "manifest.csv")
+        assert list(manifest["image"]) == [f"{p}/7.png" for p in prompts]
+        assert Image.open(job / manifest["image"][0]).size == (128, 128)
+        csv = tmp_path / f"{method}.csv"
+        scores = score_job(job, csv, set_name="type1", clip={"model": "tiny"}, blip=str(blip), device="cpu")
+        assert len(scores) == 2 and scores["caption"].str.len().min() > 0
+        score_files.append(csv)
+    summary = write_tables(score_files, ["sd", "ae"], tmp_path / "tables")
+    assert set(summary["n"]) == {2}
+    assert (tmp_path / "tables/table2.md").read_text().startswith("| method | type1 Full prompt")
+    assert bar_chart(summary, ["sd", "ae"], tmp_path / "bars.png").stat().st_size > 0
+    grid = image_grid(dirs, prompts, 7, tmp_path / "grid.png", title="type1, seed 7")
+    assert Image.open(grid).size[1] > 2 * 128  # two rows of images under the column labels

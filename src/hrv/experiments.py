@@ -8,6 +8,7 @@ of a list under the file's ``items:``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import string
@@ -150,8 +151,12 @@ def load_experiments(
     *,
     select: Sequence[str] | None = None,
     concepts: Iterable[str] | None = None,
+    missing_hint: str = "",
 ) -> list[Experiment]:
-    """The experiments of ``path`` (the paper's YAML) plus ``extra`` ones, optionally only ``select``."""
+    """The experiments of ``path`` (the paper's YAML) plus ``extra`` ones, optionally only ``select``.
+
+    ``concepts``: the HRVs' concepts; a selected experiment that weakens another concept is an
+    error that ends with ``missing_hint`` (what to do); unselected ones are not checked."""
     import yaml
 
     data: dict[str, Any] = {}
@@ -163,9 +168,8 @@ def load_experiments(
         if not isinstance(data, dict):
             raise HRVInputError(f"{path} must be a mapping with 'items' and 'experiments'")
     named = {str(k): list(v or []) for k, v in (data.get("items") or {}).items()}
-    concepts = list(concepts) if concepts is not None else None
     specs = list(data.get("experiments") or []) + list(extra or [])
-    exps = [parse_experiment(s, named, concepts) for s in specs]
+    exps = [parse_experiment(s, named) for s in specs]
     names = [e.name for e in exps]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -180,6 +184,15 @@ def load_experiments(
             raise HRVInputError(f"unknown weakening experiment(s) {unknown}; known: {', '.join(names)}")
         exps = [e for e in exps if e.name in set(select)]
         exps.sort(key=lambda e: list(select).index(e.name))
+    if concepts is not None:  # only the selected experiments must name a known concept
+        known = {c.lower(): c for c in concepts}
+        for e in exps:
+            if e.concept.lower() not in known:
+                raise HRVInputError(
+                    f"weakening experiment {e.name!r} weakens concept {e.concept!r}, which the HRVs lack"
+                    f" (they have {', '.join(known.values())}); {missing_hint or 'choose other experiments'}"
+                )
+        exps = [dataclasses.replace(e, concept=known[e.concept.lower()]) for e in exps]
     return exps
 
 

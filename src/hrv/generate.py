@@ -203,7 +203,15 @@ class SteeringResult:
 
     def save(self, out: str | Path) -> Path:
         """``steered/seed_<s>.png``, ``baseline/seed_<s>.png``, ``grid.png``, ``steering.json``."""
-        out = Path(out)
+        from hrv.io import atomic_dir
+
+        final = Path(out)
+        # the whole folder at once: a new run's images never mix with an earlier run's
+        with atomic_dir(final, owner="hrv generate") as tmp:
+            self._write(tmp)
+        return final
+
+    def _write(self, out: Path) -> None:
         for name, images in (("steered", self.steered), ("baseline", self.baseline)):
             for seed, image in zip(self.seeds, images, strict=True):
                 save_image(image, out / name / f"seed_{seed:04d}.png")
@@ -228,7 +236,6 @@ class SteeringResult:
             "rescaling_vector": [round(float(v), 6) for v in self.vector],
         }
         write_text_atomic(out / "steering.json", json.dumps(meta, indent=2) + "\n")
-        return out
 
 
 def steer(

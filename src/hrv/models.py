@@ -151,7 +151,7 @@ def save_tiny_model(folder: str | Path, cfg: TinyConfig | None = None) -> Path:
     """Materialise the tiny model as a diffusers folder (written beside, then renamed: atomic)."""
     from hrv.io import atomic_dir
 
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, owner="hrv build-tiny") as tmp:
         pipe = build_tiny_pipeline(cfg, tokenizer_dir=tmp / "_tok")
         shutil.rmtree(tmp / "_tok")
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -252,8 +252,8 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
     if spec is not None:
         source = str(shipped(spec["source"]))
         if spec.get("build") == "tiny" and not Path(source).is_dir():
-            pipe = build_tiny_pipeline(TinyConfig(seed=int(spec.get("tiny_seed") or 0))).to(torch_dtype)
-            pipe = pipe.to(dev)
+            pipe = build_tiny_pipeline(TinyConfig(seed=int(spec.get("tiny_seed") or 0)))
+            pipe = pipe.to(dev) if torch_dtype == torch.float32 else pipe.to(dev, torch_dtype)
             pipe.set_progress_bar_config(disable=True)
             return pipe
     local = Path(source).expanduser()

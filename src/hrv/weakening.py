@@ -220,7 +220,7 @@ def run_job(
     prompts = exp.prompts(max_items)
     out_dir = Path(out_dir)
     rows = []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owner="hrv weaken") as tmp:
         for prompt in tqdm(
             prompts, desc=f"{exp.name}/{order}/seed{seed}", unit="prompt", disable=not progress
         ):

@@ -313,10 +313,14 @@ def test_merge_refuses_shards_of_other_prompts_and_missing_shards(tmp_path):
     from hrv.steps import merge_shards
 
     prompts = ["a cat", "a dog", "a hat", "a bat", "a rat", "a mat"]
-    shards = [_shard(tmp_path / f"s{k}.npz", [2 * k, 2 * k + 1], prompts[2 * k : 2 * k + 2]) for k in range(3)]
+    shards = [
+        _shard(tmp_path / f"s{k}.npz", [2 * k, 2 * k + 1], prompts[2 * k : 2 * k + 2]) for k in range(3)
+    ]
     assert merge_shards(shards, prompts=prompts).meta["n_prompts"] == 6
     other = [*prompts[:3], "a cap", *prompts[4:]]
-    with pytest.raises(HRVInputError, match=r"shard .*s1\.npz \(prompts 2-3\) was computed from other prompts"):
+    with pytest.raises(
+        HRVInputError, match=r"shard .*s1\.npz \(prompts 2-3\) was computed from other prompts"
+    ):
         merge_shards(shards, prompts=other)
     # the last shard missing leaves no gap in the indices: only the prompt list shows it
     with pytest.raises(HRVInputError, match="leave out prompt indices 4-5 \\(2 of 6 prompts\\)"):
@@ -368,8 +372,9 @@ def test_output_folders_are_replaced_only_if_the_same_command_wrote_them(tmp_pat
     with atomic_dir(out, owner="hrv generate") as tmp:  # a new run replaces the old one whole
         (tmp / "seed_0003.png").write_text("3")
     assert sorted(p.name for p in out.iterdir()) == [MARKER, "seed_0003.png"]
-    with pytest.raises(HRVInputError, match="not an earlier output of `hrv weaken`"), atomic_dir(
-        out, owner="hrv weaken"
+    with (
+        pytest.raises(HRVInputError, match="not an earlier output of `hrv weaken`"),
+        atomic_dir(out, owner="hrv weaken"),
     ):
         pass
     assert sorted(p.name for p in out.iterdir()) == [MARKER, "seed_0003.png"]

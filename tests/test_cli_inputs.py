@@ -91,9 +91,10 @@ def test_every_sampling_override_accepts_every_sampler_key(root):
         assert node["additionalProperties"] is False, path
 
 
-def test_sdxl_preset_samples_with_pndm_and_sd15_points_at_the_mirror(tiny_model_dir):
+def test_sdxl_preset_samples_with_pndm_and_sd15_points_at_the_mirror(tiny_model_dir, monkeypatch):
     from diffusers import EulerDiscreteScheduler
 
+    import hrv.models
     from hrv.models import load_pipeline, model_preset, set_scheduler
 
     assert resolve_model("sdxl")["scheduler"] == "PNDMScheduler"
@@ -105,6 +106,10 @@ def test_sdxl_preset_samples_with_pndm_and_sd15_points_at_the_mirror(tiny_model_
     set_scheduler(pipe, "PNDMScheduler")
     pipe.scheduler.set_timesteps(50)
     assert type(pipe.scheduler).__name__ == "PNDMScheduler" and len(pipe.scheduler.timesteps) == 51
+    # loading a preset that names a scheduler gives that scheduler
+    preset = {"source": str(tiny_model_dir), "build": None, "scheduler": "EulerDiscreteScheduler"}
+    monkeypatch.setattr(hrv.models, "model_preset", lambda source: preset if source == "mine" else None)
+    assert type(load_pipeline("mine", device="cpu").scheduler).__name__ == "EulerDiscreteScheduler"
 
 
 def test_only_selected_experiments_and_cases_need_their_concepts(root):

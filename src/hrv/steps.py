@@ -247,9 +247,11 @@ def import_official(
     Columns are re-ordered by (section, layer, head) so they follow the registry's execution
     order whatever order the released file used. Counts were not released: ``counts`` is empty.
     """
+    from hrv.config import shipped
+
     if which not in OFFICIAL:
         raise HRVInputError(f"unknown official HRV set {which!r}; choose one of {', '.join(OFFICIAL)}")
-    ref = Path(reference_dir)
+    ref, concepts_csv = shipped(reference_dir), shipped(concepts_csv)  # the defaults from any folder
     hrv_file, head_file, per_t_file = OFFICIAL[which]
     for f in filter(None, (hrv_file, head_file)):
         if not (ref / f).is_file():

@@ -206,6 +206,8 @@ def test_every_schema_object_refuses_unknown_keys(root):
         ({"sampling": {"width": 0}}, "config key sampling.width: 0 is less than the minimum"),
         ({"sampling": {"steps": 0}}, "config key sampling.steps: 0 is less than the minimum"),
         ({"weakening": {"sampling": {"height": 60}}}, "weakening.sampling.height: 60 is not a multiple"),
+        ({"device": "gpu"}, "config key device: 'gpu' does not match"),
+        ({"weakening": {"seeds": [-1]}}, "config key weakening.seeds.0: -1 is less than the minimum"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(root, overlay, message):
@@ -358,6 +360,17 @@ def test_npz_outputs_are_exactly_at_their_path(tmp_path, root, capsys, monkeypat
             pass
     # import-official ran from a folder without resources/: its defaults name the shipped files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counts", "folder", "folder.npz"]
+    # an earlier output of the command is replaced; another file is not overwritten
+    assert main(["import-official", "sdxl", "--out", "folder.npz"]) == 0
+    np.savez(tmp_path / "mine.npz", data=np.arange(2))
+    assert main(["import-official", "sd14", "--out", "mine.npz"]) == 2
+    assert "is not an earlier output" in capsys.readouterr().err
+    with np.load(tmp_path / "mine.npz") as z:
+        assert z.files == ["data"]
+    assert main(["heatmap", "folder.npz", "--out", "heatmap"]) == 2
+    assert main(["merge", "folder.npz", "--out", "mine.npz"]) == 2
+    err = capsys.readouterr().err
+    assert "give a .png, .pdf or .svg file" in err and "merge writes a folder" in err
 
 
 def test_output_folders_are_replaced_only_if_the_same_command_wrote_them(tmp_path, capsys):

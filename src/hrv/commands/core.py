@@ -62,7 +62,7 @@ def _accumulate(args) -> int:
             **{k: getattr(args, k) for k in ("max_prompts", "shards", "shard_size", "batch_size")},
         }
     )
-    check_npz_out(args.out)
+    check_npz_out(args.out, "counts")
     if not 0 <= args.shard < len(plan):
         from hrv.errors import HRVInputError
 
@@ -124,7 +124,7 @@ def _heatmap(args) -> int:
 def _import_official(args) -> int:
     from hrv.steps import import_official
 
-    check_npz_out(args.out)
+    check_npz_out(args.out, "hrv")
     hrv = import_official(args.which, args.out, shipped(args.reference_dir), shipped(args.concepts))
     print(f"{args.out}: {len(hrv.concepts)} concepts x {len(hrv.heads)} heads")
     return 0
@@ -153,12 +153,26 @@ def _config(args) -> int:
     return 0
 
 
-def check_npz_out(out: str) -> None:
-    """An ``.npz`` output path (numpy would otherwise add the suffix to another name)."""
+def check_npz_out(out: str, key: str) -> None:
+    """An ``.npz`` output path (numpy would otherwise add the suffix to another name) that is new or
+    an earlier output of the same kind (an npz holding ``key``): other files are not overwritten."""
+    import numpy as np
+
     from hrv.errors import HRVInputError
 
-    if Path(out).suffix != ".npz":
-        raise HRVInputError(f"--out {out}: give a file name ending in .npz, e.g. {Path(out).name}.npz")
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise HRVInputError(f"--out {out}: give a file name ending in .npz, e.g. {path.name}.npz")
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                ours = key in z.files
+        except Exception:
+            ours = False
+        if not ours:
+            raise HRVInputError(
+                f"--out {out} exists and is not an earlier output of this command; give a new file name"
+            )
 
 
 def register(sub) -> None:

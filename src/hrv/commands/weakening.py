@@ -64,6 +64,10 @@ def _score(args) -> int:
     from hrv.scoring import write_scores
     from hrv.weakening_plots import curves
 
+    if args.curves and Path(args.curves).suffix.lower() not in (".png", ".pdf", ".svg"):
+        from hrv.errors import HRVInputError
+
+        raise HRVInputError(f"--curves {args.curves}: give a .png, .pdf or .svg file")
     clip = {"model": args.clip_model, "pretrained": args.pretrained, "batch_size": args.batch_size}
     write_scores(args.jobs, args.scores, args.table, clip=clip, device=args.device)
     print(args.table)

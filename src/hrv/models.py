@@ -243,7 +243,7 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
     missing model gets an error that says how to provide it; nothing is downloaded when
     ``HF_HUB_OFFLINE=1`` (the tests' setting).
     """
-    from hrv.config import not_cached_message, shipped
+    from hrv.config import hub_model_cached, not_cached_message, shipped
 
     source = str(source)
     spec = model_preset(source)
@@ -280,7 +280,12 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
         try:
             pipe = _from_pretrained(source, torch_dtype, **kwargs)
         except (OSError, ValueError) as err:
-            raise HRVInputError(not_cached_message(source)) from err
+            if not hub_model_cached(source):
+                raise HRVInputError(not_cached_message(source)) from err
+            raise HRVInputError(
+                f"model {source!r} is in the Hugging Face cache but could not be loaded"
+                f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ) from err
     set_scheduler(pipe, spec.get("scheduler") if spec else None)
     pipe = pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)

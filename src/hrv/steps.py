@@ -92,8 +92,15 @@ def prompts_hash(prompts: dict[int, str]) -> str:
 # shard settings that must agree for their counts to be summed (the device may differ: a cluster's
 # shards can run on different machines; dtype and batching change rounding, so they must agree too)
 _SHARD_SETTINGS = (
-    "model", "scheduler", "seed", "sampling", "keep_sot", "dtype", "batch_size", "batch_invariant",
-)  # fmt: skip
+    "model",
+    "scheduler",
+    "seed",
+    "sampling",
+    "keep_sot",
+    "dtype",
+    "batch_size",
+    "batch_invariant",
+)
 
 
 def _check_prompts(shards: dict[str, tuple[list[int], dict]], prompts: Sequence[str]) -> None:

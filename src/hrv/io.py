@@ -65,12 +65,13 @@ def check_replaceable(folder: str | Path, owner: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(folder: str | Path, owner: str | None) -> Iterator[Path]:
+def atomic_dir(folder: str | Path, owner: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``folder``; it replaces ``folder`` only if the block succeeds.
 
     ``owner`` names the command (e.g. ``hrv build-tiny``); it is written into the folder's marker,
     and an existing non-empty ``folder`` that another command (or a person) wrote is refused.
-    ``None``: a folder only the workflow writes (its rule's output), replaced as it is."""
+    ``None``: a folder only the workflow writes (its rule's output, which Snakemake removes
+    before the job), replaced as it is. A folder the user names (``--out``) must give ``owner``."""
     folder = Path(folder)
     if owner is not None:
         check_replaceable(folder, owner)

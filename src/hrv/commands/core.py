@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hrv.commands import (
@@ -103,6 +104,12 @@ def _merge(args) -> int:
             f"--out {out} is a file; merge writes a folder (hrv.npz, hrv.csv, head_ranking.csv)"
         )
     prompts = read_prompts([shipped(f) for f in args.prompts], args.max_prompts) if args.prompts else None
+    if prompts is None:
+        print(
+            "hrv merge: note: without --prompts the shards are not checked against the prompt files,"
+            " and a missing last shard goes unnoticed",
+            file=sys.stderr,
+        )
     concepts = shipped(args.concepts) if args.concepts else None
     hrv = merge(args.shards, out / "hrv.npz", out / "hrv.csv", out / "head_ranking.csv", concepts, prompts)
     print(f"{out / 'hrv.npz'}: {len(hrv.concepts)} concepts x {len(hrv.heads)} heads")

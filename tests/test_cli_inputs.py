@@ -253,6 +253,10 @@ def test_devices_and_missing_files_are_one_line_errors(capsys, tmp_path, monkeyp
         assert main([*common, "--desired", "Color", "--out", "o", "--device", device]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+    assert main(["heads", "sd99"]) == 2
+    assert "unknown model preset 'sd99'; presets: sd14, sd15" in capsys.readouterr().err
+    assert main(["heads", "someone/absent"]) == 2
+    assert "`hf download someone/absent`" in capsys.readouterr().err
     assert main(["config", "missing.yaml"]) == 2
     assert "config file missing.yaml does not exist" in capsys.readouterr().err
     (tmp_path / "answers.csv").write_text("item,answer_a,answer_b\n")

@@ -274,6 +274,13 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
             " or point `model` at a diffusers pipeline folder"
         )
     else:
+        from huggingface_hub import constants
+
+        from hrv.config import resolve_model
+
+        resolve_model(source)  # a bare name that is no preset: the list of presets
+        if constants.HF_HUB_OFFLINE and not hub_model_cached(source):
+            raise HRVInputError(not_cached_message(source))  # before diffusers' own offline warnings
         if source.startswith(("CompVis/", "runwayml/", "stable-diffusion-v1-5/")):
             kwargs.setdefault("safety_checker", None)
             kwargs.setdefault("requires_safety_checker", False)

@@ -176,6 +176,25 @@ def test_a_missing_model_is_refused_when_planning(workdir):
     check_model_available(resolve_model("tiny"))  # built by the workflow
 
 
+def test_clip_weights_must_be_cached_when_planning(tmp_path):
+    from hrv.config import check_clip_available
+
+    clip = {"model": "ViT-H-14", "pretrained": "laion2b_s32b_b79k"}
+    repo = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    with pytest.raises(HRVInputError, match=f"`hf download {repo} open_clip_pytorch_model.bin`"):
+        check_clip_available(clip, cache_dir=tmp_path)
+    # the Hugging Face cache's layout, planted: refs/main names the snapshot that holds the file
+    folder = tmp_path / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs/main").write_text("0" * 40)
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (folder / "snapshots" / ("0" * 40) / "open_clip_pytorch_model.bin").write_bytes(b"weights")
+    check_clip_available(clip, cache_dir=tmp_path)
+    with pytest.raises(HRVInputError, match="neither a checkpoint file nor a weights tag"):
+        check_clip_available({"model": "ViT-H-14", "pretrained": "laion2b_typo"})
+    check_clip_available({"model": "tiny", "pretrained": None})
+
+
 # --- config input that must be refused -----------------------------------------------------------
 
 

@@ -166,6 +166,34 @@ def check_model_available(spec: dict[str, Any]) -> None:
         raise HRVInputError(not_cached_message(source))
 
 
+def check_clip_available(clip_cfg: dict, cache_dir: str | Path | None = None) -> None:
+    """Refuse, at planning time, CLIP weights a scoring job could not load without a download: a
+    weights tag whose file is not in the Hugging Face cache, or an unknown model, tag or file."""
+    name, pretrained = clip_cfg.get("model", "tiny"), clip_cfg.get("pretrained")
+    if name == "tiny" or not pretrained or Path(pretrained).expanduser().is_file():
+        return
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    if name not in open_clip.list_models():
+        raise HRVInputError(f"clip.model {name!r} is not an open_clip model; e.g. ViT-H-14, or tiny")
+    if pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        raise HRVInputError(
+            f"clip.pretrained {pretrained!r} is neither a checkpoint file nor a weights tag of {name}"
+        )
+    hub = open_clip.get_pretrained_cfg(name, pretrained).get("hf_hub", "")
+    if not hub:
+        return  # downloaded from a URL, not the hub: checked when the scorer loads it
+    repo_id, filename = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    filename = filename or "open_clip_pytorch_model.bin"  # open_clip's default, or its safetensors twin
+    names = [filename, filename.replace("pytorch_model", "model").rsplit(".", 1)[0] + ".safetensors"]
+    if not any(isinstance(try_to_load_from_cache(repo_id, n, cache_dir=cache_dir), str) for n in names):
+        raise HRVInputError(
+            f"CLIP weights {name}/{pretrained} are not in the Hugging Face cache; download them once"
+            f" (`hf download {repo_id} {filename}`) or set clip.pretrained to a local checkpoint file"
+        )
+
+
 def hub_model_cached(repo_id: str) -> bool:
     """Whether the Hugging Face cache holds a snapshot of ``repo_id`` with its model_index.json."""
     from huggingface_hub import try_to_load_from_cache

@@ -19,7 +19,8 @@ from hrv.config import resolve, resolve_model, resolve_stage_sampling, validate
 from hrv.errors import HRVInputError
 
 PAPER_SAMPLING = {"steps": 50, "guidance_scale": 7.5, "height": 512, "width": 512}
-SAMPLER_KEYS = set(PAPER_SAMPLING)
+# the paper's value of every key name that feeds a sampler (names a new stage might use included)
+PAPER_VALUES = {**PAPER_SAMPLING, "num_inference_steps": 50, "n_inference_steps": 50, "resolution": 512}
 
 
 def _resolved(root, capsys, *files: str) -> dict:
@@ -28,12 +29,15 @@ def _resolved(root, capsys, *files: str) -> dict:
 
 
 def _sampler_settings(node, path=()):
-    """Every (path, key, value) of a key that feeds a sampler, in stages that are switched on."""
+    """Every (path, value) of a key that feeds a sampler, in stages that are switched on."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _sampler_settings(item, (*path, str(i)))
     if isinstance(node, dict):
         if node.get("enabled") is False or path == ("model_spec",):
             return
         for key, value in node.items():
-            if key in SAMPLER_KEYS and not isinstance(value, dict):
+            if key in PAPER_VALUES and not isinstance(value, dict):
                 yield (*path, key), value
             else:
                 yield from _sampler_settings(value, (*path, key))
@@ -48,7 +52,7 @@ def test_paper_config_samples_every_stage_at_the_papers_settings(root, capsys):
     # found by walking the config, so a stage added later is checked without naming it here
     stages = {p[:-2] for p, _ in found if len(p) >= 2 and p[-2] == "sampling"}
     assert {("weakening",), ("polysemy",), ()} <= stages
-    wrong = {".".join(p): v for p, v in found if v != PAPER_SAMPLING[p[-1]]}
+    wrong = {".".join(p): v for p, v in found if v != PAPER_VALUES[p[-1]]}
     assert not wrong, f"keys that feed a sampler but are not the paper's: {wrong}"
     for stage in stages - {()}:
         node = cfg

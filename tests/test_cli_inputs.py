@@ -145,6 +145,7 @@ def workdir(tmp_path_factory) -> Path:
             "Color": ["red", "blue"],
             "Plants": ["fern", "moss"],
             "Fruits and Vegetables": ["pear", "kiwi"],
+            "Image Style": ["cubist", "baroque"],
             "Mood": ["happy", "sad"],
         }.items()
         for w in ws
@@ -163,10 +164,17 @@ def test_a_custom_concept_set_plans_the_hrv_stage(workdir):
         workdir, "-n", "--configfile", "config/config.yaml", "mine.yaml", "furniture.yaml", check=False
     )
     assert proc.returncode != 0 and "`weakening: {enabled: false}`" in proc.stdout + proc.stderr
-    write_config(workdir, {"weakening": {"enabled": False}, "polysemy": {"enabled": False}}, "off.yaml")
-    args = ("-n", "--configfile", "config/config.yaml", "mine.yaml", "furniture.yaml", "off.yaml")
-    out = snakemake(workdir, *args).stdout
-    assert "rule hrv_merge:" in out and "rule weaken" not in out and "rule polysemy" not in out
+    write_config(workdir, {"editing": {"sets": ["material"]}}, "material.yaml")
+    proc = snakemake(
+        workdir, "-n", "--configfile", "config/config.yaml", "mine.yaml", "material.yaml", check=False
+    )
+    assert proc.returncode != 0 and "`editing: {enabled: false}`" in proc.stdout + proc.stderr
+    off = {stage: {"enabled": False} for stage in ("weakening", "polysemy", "editing")}
+    write_config(workdir, off, "off.yaml")
+    args = ("-n", "--configfile", "config/config.yaml", "mine.yaml", "furniture.yaml", "material.yaml")
+    out = snakemake(workdir, *args, "off.yaml").stdout
+    assert "rule hrv_merge:" in out
+    assert not any(f"rule {r}" in out for r in ("weaken", "polysemy", "editing")), out
 
 
 def test_a_missing_model_is_refused_when_planning(workdir):

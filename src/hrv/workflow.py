@@ -68,15 +68,24 @@ def switch_off_hint(stage: str, select_key: str) -> str:
     )
 
 
-def check_case_concepts(cases: list, concepts: list[str] | None, hint: str) -> None:
-    """Each selected polysemy case's desired and undesired concepts must be among the HRVs'."""
+def check_stage_concepts(
+    label: str, needs: dict[str, list[str] | str], concepts: list[str] | None, hint: str
+) -> None:
+    """Each selected item of a stage (``needs``: item -> the concepts it steers with) must use
+    concepts the HRVs have; the error names the item, the concepts and what to do (``hint``)."""
     if concepts is None:
         return
     known = {c.lower() for c in concepts}
-    for case in cases:
-        lacking = [c for c in (case.desired, case.undesired) if c.lower() not in known]
+    for item, wanted in needs.items():
+        lacking = [c for c in ([wanted] if isinstance(wanted, str) else wanted) if c.lower() not in known]
         if lacking:
             raise HRVInputError(
-                f"polysemy case {case.case!r} steers with concept(s) {', '.join(lacking)}, which the HRVs"
-                f" lack (they have {', '.join(concepts)}); {hint}"
+                f"{label} {item!r} steers with concept(s) {', '.join(lacking)}, which the HRVs lack"
+                f" (they have {', '.join(concepts)}); {hint}"
             )
+
+
+def check_case_concepts(cases: list, concepts: list[str] | None, hint: str) -> None:
+    """Each selected polysemy case's desired and undesired concepts must be among the HRVs'."""
+    needs = {case.case: [case.desired, case.undesired] for case in cases}
+    check_stage_concepts("polysemy case", needs, concepts, hint)

@@ -4,11 +4,21 @@
 from hrv.editing.sets import read_set, set_path
 from hrv.editing.stage import chunk_pairs, job_paths, plan_jobs
 from hrv.polysemy import hrv_source
+from hrv.workflow import check_stage_concepts, stage_concepts, switch_off_hint
 
 EDIT = config["editing"]
 EDIT_SETS = {
     name: read_set(name, set_path(name))[: EDIT["max_pairs"]] for name in EDIT["sets"]
 }
+if not EDIT["enabled"]:  # stage switched off: no jobs
+    EDIT_SETS = {}
+elif any("hrv" in m for m in EDIT["methods"]):  # HRV methods steer the selected sets' concepts
+    check_stage_concepts(
+        "editing set",
+        {name: pairs[0].concept for name, pairs in EDIT_SETS.items() if pairs},
+        stage_concepts(EDIT["hrv"], config["hrv"]["concepts"]),
+        switch_off_hint("editing", "sets"),
+    )
 EDIT_JOBS = plan_jobs(EDIT_SETS, EDIT["methods"], EDIT["seeds"], EDIT["pairs_per_job"])
 EDIT_SAMPLING = EDIT["sampling"]  # the full settings (hrv.config.resolve_stage_sampling)
 # null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
@@ -210,4 +220,4 @@ EDIT_TARGETS = [
     if EDIT_HUMAN_SETS and "p2p_hrv" in EDIT["methods"] and len(EDIT["methods"]) > 1
     else [],
     rules.editing_toy.output if EDIT_TOY else [],
-]
+] if EDIT["enabled"] else []

@@ -470,7 +470,20 @@ def test_one_seed_syntax_for_every_command():
 
     weaken = ["weaken", "--model", "m", "--hrv", "h", "--experiment", "e", "--out", "o"]
     generate = ["generate", "--model", "m", "--hrv", "h", "--prompt", "p", "--desired", "C", "--out", "o"]
-    for command in (weaken, generate):
+    edit = [
+        "edit",
+        "--model",
+        "m",
+        "--source",
+        "a red car",
+        "--target",
+        "a blue car",
+        "--method",
+        "p2p",
+        "--out",
+        "o",
+    ]
+    for command in (weaken, generate, edit):
         for given, seeds in (("1-3", [1, 2, 3]), ("10 20 30", [10, 20, 30]), ("1,3 7-8", [1, 3, 7, 8])):
             args = build_parser().parse_args([*command, "--seeds", *given.split()])
             assert seed_list(args.seeds) == seeds

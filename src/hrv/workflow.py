@@ -53,11 +53,12 @@ def stage_concepts(hrv_setting: str | None, run_concepts: str | Path) -> list[st
         return list(read_concepts(run_concepts).names)
     if hrv_setting in ("sd14", "sdxl"):
         return list(read_concepts(shipped(OFFICIAL_CONCEPTS)).names)
-    if Path(hrv_setting).is_file():
+    try:  # an HRV file: its concepts, if it can be read now (else checked when a job loads it)
         from hrv.hrvfile import load_hrv
 
         return list(load_hrv(hrv_setting).concepts)
-    return None
+    except (HRVInputError, OSError):
+        return None
 
 
 def switch_off_hint(stage: str, select_key: str) -> str:

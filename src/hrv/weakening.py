@@ -193,10 +193,12 @@ def run_job(
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,
+    owner: str | None = None,
 ) -> Path:
     """Sample one (experiment, order, seed, k batch) job: ``out_dir/k<k>/<prompt slug>.png`` + manifest.
 
-    The directory is filled beside its final name and renamed when complete (atomic).
+    The directory is filled beside its final name and renamed when complete (atomic). ``owner``:
+    the command, for a folder the user named (``hrv.io.atomic_dir``); None = a workflow output.
     """
 
     import pandas as pd
@@ -217,7 +219,7 @@ def run_job(
     prompts = exp.prompts(max_items)
     out_dir = Path(out_dir)
     rows = []
-    with atomic_dir(out_dir, owner="hrv weaken") as tmp:
+    with atomic_dir(out_dir, owner=owner) as tmp:
         for prompt in tqdm(
             prompts, desc=f"{exp.name}/{order}/seed{seed}", unit="prompt", disable=not progress
         ):

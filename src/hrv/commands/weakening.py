@@ -53,6 +53,7 @@ def _weaken(args) -> int:
             random_seed=args.random_seed,
             device=args.device,
             dtype=args.dtype,
+            owner="hrv weaken",  # a job folder under --out is replaced only if `hrv weaken` wrote it
         )
         print(out)
     return 0

@@ -5,7 +5,9 @@ Batched and one-at-a-time give the same images bit for bit (tests/test_editing.p
 (edited images) per second of each and the ratio (target >= 2x on the CPU with the tiny model),
 and the time per edited image of p2p, p2p_self09 (P2P with P2P-HRV's longer self window) and
 p2p_hrv, batched alike (target: p2p_hrv at most 5% over p2p). Repeats alternate the variants so
-machine load hits them alike.
+machine load hits them alike. The baselines (``--baselines``: sdedit_0.5, sdedit_0.7, pnp, masactrl,
+fpe) are timed the same way, each batched alone with its source (SDEdit: the source batch, then
+img2img on its latents), and printed as pairs per second and their time relative to p2p.
 
     python benchmarks/bench_editing.py                                    # tiny model, CPU
     python benchmarks/bench_editing.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50
@@ -57,6 +59,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-one-at-a-time", action="store_true", help="only the method costs (slow models)")
+    ap.add_argument(
+        "--baselines",
+        nargs="*",
+        default=["sdedit_0.5", "sdedit_0.7", "pnp", "masactrl", "fpe"],
+        help="baselines timed beside p2p (none: give the flag alone)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,7 +96,7 @@ def main() -> None:
                 edit_pairs(pipe, [pair], ["p2p_hrv"], [seed], batch_size=1, **common)
 
     edit_pairs(pipe, pairs[:1], ["p2p_hrv"], seeds[:1], **common)  # warm-up
-    variants = {name: batched(name) for name in ("p2p", "p2p_self09", "p2p_hrv")}
+    variants = {name: batched(name) for name in ("p2p", "p2p_self09", "p2p_hrv", *args.baselines)}
     if not args.skip_one_at_a_time:
         variants["one_at_a_time"] = one_at_a_time
     times = dict.fromkeys(variants, 0.0)
@@ -107,6 +115,8 @@ def main() -> None:
             f"batched vs one pair at a time: {times['one_at_a_time'] / times['p2p_hrv']:.2f}x (target >= 2x on CPU)"
         )
     print(f"p2p_hrv over p2p       : {100 * (times['p2p_hrv'] / times['p2p'] - 1):+.1f}% (target <= 5%)")
+    for name in args.baselines:
+        print(f"{name} time / p2p time: {times[name] / times['p2p']:.2f}")
     print(
         f"p2p_hrv over p2p_self09: {100 * (times['p2p_hrv'] / times['p2p_self09'] - 1):+.1f}% (the HRV rule alone)"
     )

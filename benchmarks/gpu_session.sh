@@ -6,7 +6,8 @@
 #   diagnose    which operations are batch-variant on the GPU; strict mode's effect and cost
 #   bench       bench_hrv on the tiny model and on SD v1.4's full-size architecture (random
 #               weights, float16, 512 px, 50 steps), the vote timed with CUDA events
-#   editing     bench_editing: P2P-HRV batched vs one pair at a time, its cost over P2P (tiny model
+#   editing     bench_editing: P2P-HRV batched vs one pair at a time, its cost over P2P, and the
+#               baselines' pairs/s (SDEdit 0.5/0.7, PnP, MasaCtrl, FPE) beside P2P (tiny model
 #               and SD v1.4's architecture at 512 px, 50 steps)
 #   bgdino      bench_bgdino: BG-DINO pairs/s batched vs one pair at a time, tiny random models
 #               built there, 512 px images (needs transformers 5.x: carry its wheel in .whl/ if older)
@@ -50,7 +51,7 @@ bench() {
 }
 editing() {
     step 90 benchmarks/bench_editing.py --device cuda --pairs 4 --seeds 4 --batch-size 8
-    step 240 benchmarks/bench_editing.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50 \
+    step 300 benchmarks/bench_editing.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50 \
         --pairs 2 --seeds 4 --batch-size 4 --repeats 1 --skip-one-at-a-time
 }
 bgdino() {

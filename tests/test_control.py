@@ -105,6 +105,8 @@ def test_sites_are_discovered_by_section_block_and_level(tiny_pipe):
     assert all(s.ca is None for s in layers.of_kind("self"))
     resnets = layers.of_kind("resnet")
     assert len(resnets) == 8 + 2 + 12  # 2 per down block, 2 in the mid block, 3 per up block
+    pnp = [s for s in resnets if s.section == "up" and s.block == 1 and s.sub == 1]  # PnP's "decoder block 4"
+    assert [s.module_name for s in pnp] == ["up_blocks.1.resnets.1"] and pnp[0].level == 2
     assert layers.of_kind("self")[0].query_positions(64, 64) == 4096
     assert layers.of_kind("self")[6].query_positions(64, 64) == 64
     chosen = layers.select("self", section="up", blocks=[2, 3])

@@ -301,7 +301,7 @@ def test_command_line_writes_every_output_and_refuses_bad_input(tiny_model_dir, 
     ]
     out = tmp_path / "edit"
     assert (
-        main([*base, "--method", "p2p", "--method", "p2p_hrv", "--seeds", "3", "7", "--out", str(out)]) == 0
+        main([*base, "--method", "p2p", "--method", "p2p_hrv", "--seeds", "3", "7-7", "--out", str(out)]) == 0
     )
     for folder in ("source", "p2p", "p2p_hrv"):
         assert sorted(p.name for p in (out / folder).iterdir()) == ["seed0003.png", "seed0007.png"]
@@ -340,3 +340,13 @@ def test_save_edit_outputs_of_several_pairs(tiny_pipe, hrv, tmp_path):
         "a red car",
         "a green bowl",
     ]
+
+
+def test_released_hrvs_by_name(tiny_pipe):
+    from hrv.editing import resolve_hrv
+
+    released = resolve_hrv("sd14")
+    released.check_heads(HeadRegistry.from_unet(tiny_pipe.unet).names())  # SD v1.4's 128 heads
+    assert released.vector("Color").shape == (128,) and released.vector("Color").sum() == pytest.approx(
+        128, abs=1e-2
+    )

@@ -1,6 +1,8 @@
 # Image editing (paper section 5.2; docs/editing.md): P2P, P2P-HRV and the ablations on the five
 # benchmark sets. One job per (set, method, seed, chunk of pairs) and one source job per (set, seed,
 # chunk): adding a method, a seed or a set plans only the new jobs (and the tables that read them).
+import re
+
 from hrv.editing.sets import read_set, set_path
 from hrv.editing.stage import chunk_pairs, job_paths, plan_jobs
 from hrv.polysemy import hrv_source
@@ -20,7 +22,9 @@ elif any("hrv" in m for m in EDIT["methods"]):  # HRV methods steer the selected
         switch_off_hint("editing", "sets"),
     )
 EDIT_JOBS = plan_jobs(EDIT_SETS, EDIT["methods"], EDIT["seeds"], EDIT["pairs_per_job"])
-EDIT_SAMPLING = EDIT["sampling"]  # the full settings (hrv.config.resolve_stage_sampling)
+# the full settings (hrv.config.resolve_stage_sampling) and the scheduler, which the source jobs and
+# every method's jobs share
+EDIT_SAMPLING = {**EDIT["sampling"], "scheduler": EDIT["scheduler"]}
 # null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
 EDIT_HRV = hrv_source(EDIT["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="editing.hrv")
 EDIT_HUMAN_SETS = [s for s in EDIT["human_sets"] if s in EDIT_SETS]
@@ -80,7 +84,7 @@ rule editing_images:
         version=VERSION,
     wildcard_constraints:
         set="|".join(EDIT_SETS),
-        method="|".join(EDIT["methods"]),
+        method="|".join(re.escape(m) for m in EDIT["methods"]),
         seed=r"\d+",
         chunk=r"p\d+-\d+",
     resources:

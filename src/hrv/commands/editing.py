@@ -46,7 +46,9 @@ def _edit(args) -> int:
         token_map=args.token_map,
         batch_size=args.batch_size,
         progress=True,
+        scheduler=args.scheduler,
     )
+    result.settings["model"] = str(args.model)
     out = save_edit_outputs(result, args.out)
     pair = result.pairs[0]
     print(
@@ -74,7 +76,8 @@ def register(sub) -> None:
         "--method",
         action="append",
         required=True,
-        help="editing method, repeat for several: p2p, p2p_self09, p2p_hrv_flat, p2p_hrv, ...",
+        help="editing method, repeat for several: p2p, p2p_self09, p2p_hrv_flat, p2p_hrv, sdedit_0.5,"
+        " sdedit_0.7, pnp, masactrl, fpe",
     )
     p.add_argument("--hrv", default=None, help="hrv.npz of a run, or sd14 / sdxl (the released HRVs)")
     p.add_argument("--concept", default=None, help="the HRV concept of the edit, e.g. Color")
@@ -99,6 +102,12 @@ def register(sub) -> None:
     p.add_argument("--height", type=image_side, default=None, help="default: the model's native size")
     p.add_argument("--width", type=image_side, default=None, help="default: the model's native size")
     p.add_argument("--batch-size", type=positive_int, default=1, help="seeds per pipeline call")
+    p.add_argument(
+        "--scheduler",
+        choices=["pndm", "ddim"],
+        default=None,
+        help="sampler of the source and every method (default: the model's own; SD v1.4's is pndm)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.set_defaults(func=_edit)

@@ -34,6 +34,7 @@ class Site:
     position: int  # index among all sites of this kind, in execution order
     level: int  # times the latent was halved before this site: (h >> level) x (w >> level) queries
     ca: CALayer | None = None  # cross sites: the head registry's layer (heads, head offset)
+    sub: int = 0  # index of its attentions.<sub> / resnets.<sub> module within the block
 
     def query_positions(self, latent_height: int, latent_width: int) -> int:
         """Query positions (pixels) of the site for a latent of this size (ceil at odd sizes)."""
@@ -52,6 +53,11 @@ def _levels(unet: torch.nn.Module) -> dict[tuple[str, int], int]:
         levels["up", i] = level
         level -= getattr(block, "upsamplers", None) is not None
     return levels
+
+
+def _sub_of(module_name: str) -> int:
+    m = re.search(r"\.(?:attentions|resnets)\.(\d+)", module_name)
+    return int(m.group(1)) if m else 0
 
 
 def _block_of(module_name: str) -> int:
@@ -90,7 +96,17 @@ class UNetLayers:
                 index = per_section.get(section, 0)
                 per_section[section] = index + 1
                 sites.append(
-                    Site(name, kind, section, block, index, position, levels[section, block], ca.get(name))
+                    Site(
+                        name,
+                        kind,
+                        section,
+                        block,
+                        index,
+                        position,
+                        levels[section, block],
+                        ca.get(name),
+                        _sub_of(name),
+                    )
                 )
         return cls(tuple(sites), heads)
 

@@ -1,5 +1,6 @@
-"""Image editing (spec section 5): P2P, P2P-HRV and their ablations on the attention-control
-mechanism (``hrv.control``), one module per method (``hrv.editing.methods`` names them)."""
+"""Image editing (spec section 5): P2P, P2P-HRV, their ablations and the baselines on the
+attention-control mechanism (``hrv.control``), one module per method (``hrv.editing.methods``
+names them); benchmark sets, scores and the DAG stage."""
 
 from hrv.editing.methods import MODULES, get_method
 from hrv.editing.run import EditResult, edit_pairs, resolve_hrv, save_edit_outputs

@@ -12,6 +12,12 @@ MODULES = {
     "p2p_self09": "hrv.editing.p2p_self09",
     "p2p_hrv_flat": "hrv.editing.p2p_hrv_flat",
     "p2p_hrv": "hrv.editing.p2p_hrv",
+    # the baselines (docs/editing-baselines.md)
+    "sdedit_0.5": "hrv.editing.sdedit_05",
+    "sdedit_0.7": "hrv.editing.sdedit_07",
+    "pnp": "hrv.editing.pnp",
+    "masactrl": "hrv.editing.masactrl",
+    "fpe": "hrv.editing.fpe",
 }
 
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from hrv.control import Controller, Layout, UNetLayers, installed
 from hrv.editing.method import Method, Plan
 from hrv.editing.methods import get_method
+from hrv.editing.schedulers import SCHEDULERS, with_scheduler
 from hrv.editing.tokens import TOKEN_MAPS, AlignedPair, align_pair
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet, load_hrv
@@ -91,13 +92,17 @@ def edit_pairs(
     batch_size: int = 1,
     batch_invariant: bool = True,
     progress: bool = False,
+    scheduler: str | None = None,
 ) -> EditResult:
     """Edit each pair ``(source prompt, target prompt[, edited word])`` from each seed with each method.
 
     ``hrv``/``concept``: the HRVs (an ``HRVSet``, an ``hrv.npz``, ``sd14`` or ``sdxl``) and the concept
     whose vector weights the heads (needed by ``p2p_hrv``). ``cross_steps``/``self_steps``: window
     fractions for every method (None = each method's own). ``token_map``: ``aligned`` or ``released``.
-    ``batch_size``: (pair, seed) groups per pipeline call. Every input is checked before sampling.
+    ``batch_size``: (pair, seed) groups per pipeline call. ``scheduler``: ``pndm`` or ``ddim`` for the
+    source and every method (None = the pipeline's own). Methods that are not a branch of the joint
+    batch (``joint`` False: SDEdit) edit each finished source latent after it. Every input is
+    checked before sampling.
     """
     from hrv.accumulate import n_unet_evaluations
     from hrv.determinism import make_batch_invariant
@@ -111,6 +116,8 @@ def edit_pairs(
     if len(set(methods)) != len(methods):
         raise HRVInputError(f"methods {methods} repeat a method")
     chosen: list[Method] = [get_method(m) for m in methods]
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise HRVInputError(f"unknown editing scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
     _check_window("cross_steps", cross_steps)
     _check_window("self_steps", self_steps)
     if token_map not in TOKEN_MAPS:
@@ -122,6 +129,8 @@ def edit_pairs(
     seed_list = parse_seeds(seeds)
     if isinstance(pipe, str | Path):
         pipe = load_pipeline(pipe)
+    if scheduler is not None:
+        pipe = with_scheduler(pipe, scheduler)  # the same modules, a fresh scheduler of that kind
     if not pairs:
         raise HRVInputError("no editing pairs given")
     aligned = []
@@ -149,7 +158,13 @@ def edit_pairs(
         make_batch_invariant(pipe)
     n_evals = n_unet_evaluations(pipe, steps)
     device = pipe.unet.device
-    group = 1 + len(chosen)
+    # SDEdit-like methods edit the finished source instead of taking a branch of the batch
+    joint = [m for m in chosen if getattr(m, "joint", True)]
+    after = [m for m in chosen if not getattr(m, "joint", True)]
+    group = 1 + len(joint)
+    # each method's settings, checked before sampling (a layer outside the model, SDEdit's strength)
+    plan = Plan(layers, tuple(aligned), 1, n_evals, steps, weights, cross_steps, self_steps, device)
+    method_settings = {m.name: m.settings(plan) for m in chosen}
     groups = [(p, s) for p in range(len(aligned)) for s in range(len(seed_list))]
     images: dict[str, list[list[Any]]] = {
         name: [[None] * len(seed_list) for _ in aligned] for name in ["source", *methods]
@@ -159,13 +174,13 @@ def edit_pairs(
         chunk = groups[start : start + batch_size]
         batch_pairs = tuple(aligned[p] for p, _ in chunk)
         edits = []
-        for slot, method in enumerate(chosen, start=1):
+        for slot, method in enumerate(joint, start=1):
             plan = Plan(layers, batch_pairs, slot, n_evals, steps, weights, cross_steps, self_steps, device)
             edits += method.edits(plan)
         ctl = Controller(
             edits, layout=Layout(guidance=guidance_scale > 1.0, group=group), batch_invariant=batch_invariant
         )
-        prompts = [text for p, _ in chunk for text in [aligned[p].source] + [aligned[p].target] * len(chosen)]
+        prompts = [text for p, _ in chunk for text in [aligned[p].source] + [aligned[p].target] * len(joint)]
         latents = torch.cat(
             [
                 initial_latents(pipe, [0], seed_list[s], height, width).expand(group, -1, -1, -1)
@@ -186,14 +201,24 @@ def edit_pairs(
             raise RuntimeError(f"expected {n_evals} UNet evaluations, counted {ctl.step}")
         decoded = decode_each(pipe, out.images)
         for g, (p, s) in enumerate(chunk):
-            for b, name in enumerate(["source", *methods]):
+            for b, name in enumerate(["source", *(m.name for m in joint)]):
                 images[name][p][s] = decoded[g * group + b]
+        for method in after:
+            edited = method.edit_sources(
+                pipe,
+                out.images[::group],
+                [aligned[p].target for p, _ in chunk],
+                [seed_list[s] for _, s in chunk],
+                steps=steps,
+                guidance_scale=guidance_scale,
+            )
+            for (p, s), image in zip(chunk, decode_each(pipe, edited), strict=True):
+                images[method.name][p][s] = image
         bar.update(len(chunk))
     bar.close()
 
-    plan = Plan(layers, tuple(aligned), 1, n_evals, steps, weights, cross_steps, self_steps, device)
     settings = {
-        "methods": {m.name: m.settings(plan) for m in chosen},
+        "methods": method_settings,
         "seeds": seed_list,
         "concept": concept,
         "hrv": None if hrv is None else (str(hrv) if not isinstance(hrv, HRVSet) else hrv.meta.get("source")),
@@ -202,6 +227,7 @@ def edit_pairs(
             "steps": steps,
             "unet_evaluations": n_evals,
             "scheduler": type(pipe.scheduler).__name__,
+            "scheduler_setting": scheduler,  # pndm / ddim, None = the pipeline's own
             "guidance_scale": guidance_scale,
             "height": height,
             "width": width,

@@ -104,6 +104,13 @@ def _cell(mean: float, sem: float) -> str:
     return f"{mean:.4f}" if not np.isfinite(sem) else f"{mean:.4f} ± {sem:.4f}"
 
 
+def _hp_cell(hp: pd.DataFrame, s: str, m: str) -> str:
+    if (s, m) not in hp.index:
+        return ""
+    value = hp.loc[(s, m), "hp"]
+    return f"{value:.1f}" if np.isfinite(value) else "n/a"  # n/a: no vote for the reference
+
+
 def table1(summary: pd.DataFrame, hp: pd.DataFrame | None = None) -> pd.DataFrame:
     """Like the paper's Table 1: one row per method, a CLIP column per set ("mean ± SE"), and an
     HP column per judged set when ``hp`` (from ``hrv.editing.human.hp_scores``) is given."""
@@ -119,7 +126,7 @@ def table1(summary: pd.DataFrame, hp: pd.DataFrame | None = None) -> pd.DataFram
     if hp is not None:
         h = hp.set_index(["set", "method"])
         for s in [x for x in dict.fromkeys(hp["set"]) if x != "all"]:
-            out[f"HP {s}"] = [f"{h.loc[(s, m), 'hp']:.1f}" if (s, m) in h.index else "" for m in methods]
+            out[f"HP {s}"] = [_hp_cell(h, s, m) for m in methods]
     return out
 
 

@@ -167,6 +167,7 @@ def run_job(
         "self_steps": windows.get("self"),
         "token_map": token_map,
         "batch_size": int(batch_size),
+        "scheduler": sampling.get("scheduler"),  # pndm / ddim; None = the pipeline's own
     }
     methods = [] if method == SOURCE else [method]
     prompts = [(p.source_prompt, p.target_prompt) for p in pairs]

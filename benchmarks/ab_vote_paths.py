@@ -50,7 +50,11 @@ def module_at(revision: str, folder: Path, name: str):
     """``hrv.accumulate`` as it was at ``revision``, imported as module ``name`` (one copy per
     variant, since the paths are switched by module globals)."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:src/hrv/accumulate.py"], cwd=ROOT, check=True, capture_output=True, text=True
+        ["git", "show", f"{revision}:src/hrv/accumulate.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     path = folder / f"{name}.py"
     path.write_text(source)
@@ -131,7 +135,8 @@ def main() -> None:
         f"SD v1.4 architecture, 256 px, batch {args.batch_size}, {args.evals} evaluations per batch,"
         f" {args.rounds} rounds, {args.threads} thread(s); base {args.base}"
     )
-    print(f"votes identical to the base's: { {n: torch.equal(m.counts, base) for n, m in measures.items()} }")
+    differ = {n: int((m.counts != base).sum()) for n, m in measures.items()}
+    print(f"cells (evaluation, concept, head) whose count differs from the base's, of {base.numel()}: {differ}")
     b = np.array(totals["base"])
     for name in names:
         t = np.array(totals[name])

@@ -136,7 +136,9 @@ def main() -> None:
         f" {args.rounds} rounds, {args.threads} thread(s); base {args.base}"
     )
     differ = {n: int((m.counts != base).sum()) for n, m in measures.items()}
-    print(f"cells (evaluation, concept, head) whose count differs from the base's, of {base.numel()}: {differ}")
+    print(
+        f"cells (evaluation, concept, head) whose count differs from the base's, of {base.numel()}: {differ}"
+    )
     b = np.array(totals["base"])
     for name in names:
         t = np.array(totals[name])

@@ -365,6 +365,15 @@ def test_an_unexpected_extra_unet_evaluation_is_a_clear_error(tiny_pipe, concept
         measure.end_evaluation(4)
     with pytest.raises(RuntimeError, match="did not vote"):
         measure.flush()
+    # votes scored but not yet counted are never dropped by the next batch
+    measure = VoteMeasure(registry, WordBank.build(tiny_pipe, concepts), 4, tiny_pipe.device)
+    measure.set_batch(0, [0])
+    for layer in registry.layers:
+        attn = tiny_pipe.unet.get_submodule(layer.module_name)
+        measure.record(attn, layer, torch.randn(1, attn.heads, 4, attn.to_q.out_features // attn.heads))
+    measure.end_evaluation(0)
+    with pytest.raises(RuntimeError, match="before the last one's votes were flushed"):
+        measure.set_batch(0, [1])
 
 
 def _toy_bank(token_counts: list[list[int]]) -> WordBank:

@@ -232,8 +232,6 @@ class VoteMeasure:
         span = bank.n_tokens.max(axis=1)  # full layout: slots per concept, its longest word
         self._full_start = 1 + np.concatenate([[0], np.cumsum(span)[:-1]])
         self._full_width = 1 + int(span.sum())
-        # on a GPU the full layout only: scoring the overflowing pairs again would need their indices
-        # on the device, a copy from the host per group (which waits for the kernel queue to drain)
         self._packed_width = (
             packed_width(bank, _OVERFLOW) if packs_slots(torch.device(device)) else self._full_width
         )
@@ -246,7 +244,7 @@ class VoteMeasure:
     def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
         """Build the token-slot tables of a batch: packed for every (evaluation, layer, prompt), full
         for those whose words overflow it. Table row (t * L + l) * B + b."""
-        if self._pending:
+        if self._pending or bool((self._winners >= 0).any()):
             raise RuntimeError("a new batch began before the last one's votes were flushed")
         bank, n_layers = self.bank, len(self.registry.layers)
         choices = np.stack(

@@ -383,7 +383,7 @@ class VoteMeasure:
     ) -> torch.Tensor:
         """(n, heads, N) concept scores of n (layer, prompt) pairs: queries (n, heads, HW, d), their
         rows ``pairs`` of ``layout``, where their layer's keys start in ``keys``."""
-        n, heads, hw, d = q.shape
+        n, heads, _, d = q.shape
         width = layout.width
         idx = layout.idx.index_select(0, pairs)  # (n, slots)
         # index_select, not advanced indexing: the same gather at a fraction of the fixed cost

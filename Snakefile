@@ -29,6 +29,8 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/polysemy.smk"
 include: "workflow/rules/weakening.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/editing.smk"
+include: "workflow/rules/bgdino.smk"
 
 
 rule all:
@@ -44,3 +46,5 @@ rule all:
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),
         rules.toy_checks.output if config["toy"]["enabled"] else [],
+        EDIT_TARGETS,
+        BGD_TARGETS,

@@ -6,6 +6,11 @@
 #   diagnose    which operations are batch-variant on the GPU; strict mode's effect and cost
 #   bench       bench_hrv on the tiny model and on SD v1.4's full-size architecture (random
 #               weights, float16, 512 px, 50 steps), the vote timed with CUDA events
+#   editing     bench_editing: P2P-HRV batched vs one pair at a time, its cost over P2P, and the
+#               baselines' pairs/s (SDEdit 0.5/0.7, PnP, MasaCtrl, FPE) beside P2P (tiny model
+#               and SD v1.4's architecture at 512 px, 50 steps)
+#   bgdino      bench_bgdino: BG-DINO pairs/s batched vs one pair at a time, tiny random models
+#               built there, 512 px images (needs transformers 5.x: carry its wheel in .whl/ if older)
 # Before the call, here: results/gpu_ref/tiny_cpu.npz from
 #   python benchmarks/check_invariance.py --prompts 8 --batch-sizes 1,4 --out results/gpu_ref/tiny_cpu.npz
 # the tiny model folder (resources/models/tiny), and wheels of the diffusers version this project
@@ -44,6 +49,14 @@ bench() {
     step 170 benchmarks/bench_hrv.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50 \
         --prompts 16 --batch-size 8 --naive-prompts 2 --repeats 1 --pairs 5
 }
-for stage in "${@:-invariance diagnose bench}"; do
+editing() {
+    step 90 benchmarks/bench_editing.py --device cuda --pairs 4 --seeds 4 --batch-size 8
+    step 300 benchmarks/bench_editing.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50 \
+        --pairs 2 --seeds 4 --batch-size 4 --repeats 1 --skip-one-at-a-time
+}
+bgdino() {
+    step 90 benchmarks/bench_bgdino.py --device cuda --size 512 --pairs 64 --batch-size 16
+}
+for stage in "${@:-invariance diagnose bench editing bgdino}"; do
     for s in $stage; do "$s"; done
 done 2>&1 | tee "$OUT/log.txt"

@@ -40,3 +40,16 @@ def concepts(root):
     from hrv.concepts import read_concepts
 
     return read_concepts(root / "resources/concepts/concepts_34x10.csv")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say plainly when the SLURM test did not run, and why (it needs root and SLURM or apt-get)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_slurm.py" in r.nodeid]
+    if not skipped:
+        return
+    reasons = sorted(
+        {str(r.longrepr[2]) if isinstance(r.longrepr, tuple) else str(r.longrepr) for r in skipped}
+    )
+    terminalreporter.section("SLURM test not run", sep="-", yellow=True, bold=True)
+    for reason in reasons:
+        terminalreporter.line(f"tests/test_slurm.py skipped: {reason.removeprefix('Skipped: ')}")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers_reference import readme_latent
 
 from hrv.accumulate import WordBank, accumulate, word_choices
 from hrv.attention import Controller, installed
@@ -62,7 +63,7 @@ def reference_counts(pipe, concepts: ConceptSet, prompts, seed, keep_sot=True):
             with torch.no_grad():
                 pipe(
                     prompt,
-                    latents=initial_latents(pipe, [i], seed, 128, 128),
+                    latents=readme_latent(pipe, seed + i, 128, 128),  # the README's formula
                     output_type="latent",
                     **{k: SAMPLING[k] for k in ("guidance_scale", "height", "width")},
                     num_inference_steps=SAMPLING["steps"],
@@ -219,6 +220,31 @@ def test_word_choices_are_a_function_of_their_arguments():
     assert np.array_equal(a, draws[:5])
     assert np.array_equal(word_choices(7, 12, 3, 4, n_words), a[:3])  # no dependence on T
     assert not np.array_equal(a, word_choices(7, 13, 5, 4, n_words))
+
+
+def test_initial_latents_follow_the_readme_formula(tiny_pipe):
+    """Prompt i starts from randn((1, C, h/f, w/f), generator=manual_seed(seed + i)), in any batch."""
+    got = initial_latents(tiny_pipe, [3, 0, 7], 11, 64, 96)
+    assert got.shape == (3, 4, 8, 12)
+    for row, i in zip(got, (3, 0, 7), strict=True):
+        assert torch.equal(row[None], readme_latent(tiny_pipe, 11 + i, 64, 96))
+    assert torch.equal(
+        initial_latents(tiny_pipe, range(5, 6), 6, 64, 96), readme_latent(tiny_pipe, 11, 64, 96)
+    )
+
+
+def test_batch_invariant_sampling_gives_bitwise_equal_latents(tiny_pipe):
+    """With ``make_batch_invariant`` a prompt's final float latent is the same bit for bit alone as
+    in a batch (checked on the latents themselves, which votes and 8-bit images would round away)."""
+    pipe = tiny_pipe
+    make_batch_invariant(pipe)
+    kw = dict(num_inference_steps=2, guidance_scale=7.5, height=64, width=64, output_type="latent")
+    latents = torch.cat([readme_latent(pipe, 5 + i, 64, 64) for i in range(3)])
+    with torch.no_grad():
+        together = pipe(PROMPTS, latents=latents, **kw).images
+        for i, prompt in enumerate(PROMPTS):
+            alone = pipe(prompt, latents=latents[i : i + 1], **kw).images
+            assert torch.equal(together[i : i + 1], alone), i
 
 
 def test_measuring_never_changes_generation(tiny_pipe, concepts):

@@ -142,9 +142,11 @@ def test_config_prints_resolved(root, capsys):
     assert hrv["concepts"] == "resources/concepts/concepts_34x10.csv" and hrv["max_prompts"] is None
 
 
-def test_unknown_command_exits():
-    with pytest.raises(SystemExit):
+def test_unknown_command_exits(capsys):
+    with pytest.raises(SystemExit) as exit_:
         main(["frobnicate"])
+    assert exit_.value.code == 2  # argparse's usage error, not a success
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
 def test_shard_size_picks_whole_batches_and_rejects_a_ragged_size(tiny_model_dir, root, tmp_path, capsys):
@@ -189,6 +191,7 @@ def test_help_explains_every_option(capsys):
             a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._HelpAction)
         ]
         assert not undescribed, f"hrv {command}: options without help: {undescribed}"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main(["accumulate", "--help"])
+    assert exit_.value.code == 0
     assert "(default: 1)" in capsys.readouterr().out  # defaults are shown

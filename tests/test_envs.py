@@ -3,6 +3,10 @@
 No conda is reachable here, so the envs are checked statically: channels, version ranges equal to
 pyproject.toml's (conda names mapped to PyPI names), the CUDA build of PyTorch stated, and the
 post-deploy script that installs hrv itself.
+
+On Python 3.10 the env files are checked too (tomli stands in for tomllib); the two checks of the
+parsed rules need Snakemake, whose versions this workflow needs (>= 8.20) require Python >= 3.11, so
+the workflow and ``make test`` need Python 3.11 or later.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-tomllib = pytest.importorskip("tomllib")
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (pyproject.toml's dev extra)
+    import tomli as tomllib
 
 # conda-forge name -> PyPI name, where they differ
 CONDA_TO_PYPI = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -10,18 +12,24 @@ from hrv.archs import meta_unet
 from hrv.heads import HeadRegistry, format_head, parse_head, to_short_names
 
 
+@functools.cache
+def _full_size(arch: str) -> HeadRegistry:
+    """The registry of a full-size architecture (on the meta device; SDXL's takes seconds to build)."""
+    return HeadRegistry.from_unet(meta_unet(arch))
+
+
 @pytest.mark.parametrize(
     ("arch", "layers", "heads"), [("sd14", 16, 128), ("sd21", 16, 195), ("sdxl", 70, 1300)]
 )
 def test_full_size_head_counts(arch, layers, heads):
-    registry = HeadRegistry.from_unet(meta_unet(arch))
+    registry = _full_size(arch)
     assert (len(registry.layers), registry.n_heads) == (layers, heads)
 
 
 @pytest.mark.parametrize("arch", ["sd14", "sdxl"])
 def test_names_match_released_head_index(root, arch):
     released = np.load(root / f"resources/reference/head_index_{arch}_official.npy")
-    registry = HeadRegistry.from_unet(meta_unet(arch))
+    registry = _full_size(arch)
     assert registry.names("paper") == [str(h) for h in released]
     assert registry.names() == to_short_names([str(h) for h in released])
 
@@ -58,11 +66,12 @@ def test_sdxl_shaped_count_formula():
     expected_heads = sum(n * h for n, h in down + mid + up)
     registry = HeadRegistry.from_unet(unet)
     assert (len(registry.layers), registry.n_heads) == (expected_layers, expected_heads) == (28, 184)
-    # with SDXL's real depths (1, 2, 10) and heads (10, 20): 70 layers and 1300 heads
-    depth, heads = (1, 2, 10), (5, 10, 20)
-    layers = [lpb * depth[1], lpb * depth[2], depth[2], (lpb + 1) * depth[2], (lpb + 1) * depth[1]]
-    n_heads = [heads[1], heads[2], heads[2], heads[2], heads[1]]
-    assert sum(layers) == 70 and sum(a * b for a, b in zip(layers, n_heads, strict=True)) == 1300
+    # SDXL itself (depths 2 and 10, 10 and 20 heads), layer by layer: the same formula, from its UNet
+    sdxl = _full_size("sdxl")
+    down = [10] * (lpb * 2) + [20] * (lpb * 10)
+    up = [20] * ((lpb + 1) * 10) + [10] * ((lpb + 1) * 2)
+    assert [layer.heads for layer in sdxl.layers] == down + [20] * 10 + up
+    assert [layer.section for layer in sdxl.layers] == ["down"] * 24 + ["mid"] * 10 + ["up"] * 36
 
 
 def _execution_order(unet, sample_shape, text_dim, **kwargs) -> list[str]:

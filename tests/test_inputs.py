@@ -125,25 +125,36 @@ def test_schema_names_the_bad_key(root):
     assert ok["hrv"]["batch_size"] == 1 and ok["sampling"]["steps"] == 10  # defaults filled in
 
 
-def test_interrupted_shard_leaves_no_output(tiny_model_dir, root, tmp_path, monkeypatch):
-    import hrv.accumulate
+def test_a_shard_interrupted_while_it_is_written_leaves_the_old_file(
+    tiny_model_dir, root, tmp_path, monkeypatch
+):
+    """The real writer (``numpy.savez``) of a re-run is stopped from inside, after it has written some
+    arrays: the shard's final name keeps the previous complete file, and no temporary is left."""
+    import numpy as np
+    import numpy.lib.format
+
     from hrv.steps import run_shard
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt  # as if the job were killed mid-way
-
-    monkeypatch.setattr(hrv.accumulate, "accumulate", interrupted)
     out = tmp_path / "shards/shard_000.npz"
-    with pytest.raises(KeyboardInterrupt):
-        run_shard(
-            str(tiny_model_dir),
-            root / "resources/concepts/concepts_34x10.csv",
-            [(0, "a cat")],
-            out,
-            seed=0,
-            sampling={"steps": 2, "guidance_scale": 7.5, "height": 64, "width": 64},
-        )
-    assert not out.exists() and not list(out.parent.glob("*.npz"))
+    kwargs = dict(seed=0, sampling={"steps": 1, "guidance_scale": 7.5, "height": 32, "width": 32})
+    concepts = root / "resources/concepts/concepts_34x10.csv"
+    real_write, written = numpy.lib.format.write_array, []
+
+    def write_then_die(fp, array, *args, **kw):
+        if len(written) == 2:  # counts and indices are in the file: the job is killed here
+            raise KeyboardInterrupt
+        written.append(array.shape)
+        return real_write(fp, array, *args, **kw)
+
+    run_shard(str(tiny_model_dir), concepts, [(0, "a cat")], out, **kwargs)
+    complete = out.read_bytes()
+    monkeypatch.setattr(numpy.lib.format, "write_array", write_then_die)
+    with pytest.raises(KeyboardInterrupt):  # a re-run killed while writing keeps the finished shard
+        run_shard(str(tiny_model_dir), concepts, [(0, "a cat")], out, **kwargs)
+    assert len(written) == 2  # the save was under way
+    assert out.read_bytes() == complete and list(out.parent.iterdir()) == [out]
+    with np.load(out) as z:
+        assert z["counts"].shape == (1, 34, 128) and z["counts"].sum() == 128 and z["indices"].tolist() == [0]
 
 
 def test_atomic_path_keeps_nothing_on_error(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_reference import assert_same_image, reference_sample
 from PIL import Image
 
 from hrv.errors import HRVInputError
@@ -280,6 +281,43 @@ def test_run_case_and_proxy_on_the_tiny_model(tiny_pipe, tmp_path, root, cases_c
     assert (tmp_path / "bars.png").stat().st_size > 0 and "SD-HRV (adjusting)" in (
         tmp_path / "rates.html"
     ).read_text()
+
+
+def test_each_method_steers_the_token_as_the_paper_says(tiny_pipe, tmp_path, root):
+    """run_case's images against a plain reference (explicit cross-attention, README latent): in every
+    head h, the conditional half's map of the case's token is multiplied by 2 min(d_h, b) - min(u_h, b)
+    (adjusting, d = HRV_desired, u = HRV_undesired, b = the clamp) or min(d_h, b) (strengthening);
+    SD is plain. The clamp b = 1.5 bites on 33 of the 128 desired and 27 undesired values."""
+    from hrv.steps import import_official
+
+    hrv = import_official(
+        "sd14",
+        tmp_path / "sd14.npz",
+        root / "resources/reference",
+        root / "resources/concepts/concepts_34x10.csv",
+    )
+    case = PolysemyCase("lav", "A vase in lavender color", "lavender", "Color", "Plants", "i", "w", clamp=1.5)
+    sampling = {"steps": 2, "height": SIZE, "width": SIZE, "guidance_scale": 7.5}
+    run_case(
+        tiny_pipe,
+        hrv,
+        case,
+        [3],
+        tmp_path / "images",
+        tmp_path / "images.csv",
+        sampling=sampling,
+        progress=False,
+    )
+    ids = tiny_pipe.tokenizer(case.prompt).input_ids
+    (word,) = tiny_pipe.tokenizer("lavender", add_special_tokens=False).input_ids
+    column = ids.index(word)  # SOT a vase in lavender: 4
+    d, u = np.minimum(hrv.vector("Color"), 1.5), np.minimum(hrv.vector("Plants"), 1.5)
+    assert column == 4 and (d < hrv.vector("Color")).sum() > 10 and (u < hrv.vector("Plants")).sum() > 10
+    for method, vector in (("sd", np.ones(128)), ("adjusting", 2 * d - u), ("strengthening", d)):
+        table = np.ones((128, 77), np.float32)
+        table[:, column] = vector
+        want, _ = reference_sample(tiny_pipe, case.prompt, 3, table, **sampling)
+        assert_same_image(Image.open(tmp_path / f"images/{method}/seed_0003.png"), want)
 
 
 def test_generate_command(tiny_model_dir, tmp_path, root, capsys):

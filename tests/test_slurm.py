@@ -3,6 +3,8 @@
 tests/slurm/start_cluster.sh starts slurmctld + slurmd (+ munge) on this machine. It installs
 Debian's slurm-wlm and munge only when HRV_SLURM_INSTALL=1 or CI=true (as CI sets it); otherwise a
 machine without SLURM skips this test, as does one where the daemons cannot start (not root, ...).
+The skip names the reason and how to run it (README, "Testing on SLURM"); ``make test`` repeats it
+at the end of its output (tests/conftest.py).
 Checks: every HRV shard ran as its own SLURM job (the executor's per-job logs and the SLURM job
 history), the cheap rules did not go to SLURM (localrules), and hrv.npz equals a local run's bit
 for bit.
@@ -24,10 +26,13 @@ from helpers_workflow import ROOT, TINY_CONFIG, copy_workflow, snakemake, write_
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SLURM test needs Linux"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the SLURM test needs Linux"),
 ]
 
 SCRIPTS = ROOT / "tests" / "slurm"
+HOW_TO_RUN = (
+    "to run it: as root, HRV_SLURM_INSTALL=1 python -m pytest tests/test_slurm.py (README, Testing on SLURM)"
+)
 N_SHARDS = 2  # 4 prompts, shard_size 2
 TARGETS = ("hrv_heatmap", "provenance")  # the HRV part of the demo DAG
 CONFIG = {**TINY_CONFIG, "hrv": {**TINY_CONFIG["hrv"], "max_prompts": 4}}
@@ -37,13 +42,13 @@ CONFIG = {**TINY_CONFIG, "hrv": {**TINY_CONFIG["hrv"], "max_prompts": 4}}
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm-state")
     if shutil.which("bash") is None:
-        pytest.skip("no bash to run tests/slurm/start_cluster.sh")
+        pytest.skip(f"no bash to run tests/slurm/start_cluster.sh; {HOW_TO_RUN}")
     proc = subprocess.run(
         ["bash", str(SCRIPTS / "start_cluster.sh"), str(state)], capture_output=True, text=True, timeout=900
     )
     if proc.returncode == 3:
         subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh"), str(state)], timeout=60)
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
+        pytest.skip(f"{proc.stderr.strip().splitlines()[-1]}; {HOW_TO_RUN}")
     if proc.returncode != 0:
         subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh"), str(state)], timeout=60)
         raise AssertionError(f"start_cluster.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -216,7 +216,7 @@ def test_in_a_pipeline_run_and_step_window(tiny_pipe, planted, registry):
 def test_steer_writes_steered_baseline_and_grid(tiny_pipe, planted, tmp_path):
     from PIL import Image
 
-    from hrv.generate import render, steer
+    from hrv.generate import steer
 
     result = steer(
         tiny_pipe,
@@ -233,18 +233,20 @@ def test_steer_writes_steered_baseline_and_grid(tiny_pipe, planted, tmp_path):
         progress=False,
     )
     assert result.positions == [4] and result.seeds == [1, 2]
-    alone = render(
-        tiny_pipe,
-        "A vase in lavender color",
-        [2],
-        {"sd": None},
-        steps=2,
-        height=SIZE,
-        width=SIZE,
-        progress=False,
-    )
-    # the baseline is the plain image of that seed (identity factors keep the fused kernel)
-    assert np.array_equal(np.asarray(alone["sd"][0]), np.asarray(result.baseline[1]))
+    # the baseline is the plain image of that seed's latent, randn(generator(2)) (identity factors
+    # keep the fused kernel)
+    from helpers_reference import readme_latent
+
+    with torch.no_grad():
+        plain = tiny_pipe(
+            "A vase in lavender color",
+            latents=readme_latent(tiny_pipe, 2, SIZE, SIZE),
+            num_inference_steps=2,
+            guidance_scale=7.5,
+            height=SIZE,
+            width=SIZE,
+        ).images[0]
+    assert np.array_equal(np.asarray(plain), np.asarray(result.baseline[1]))
     for s, b in zip(result.steered, result.baseline, strict=True):
         assert not np.array_equal(np.asarray(s), np.asarray(b))
     out = result.save(tmp_path / "lavender")

@@ -251,13 +251,41 @@ def test_toy_checks_write_complete_results(root, tmp_path):
     assert res["classifier_clean"]["all"] > 0.99
     curves = res["weakening"]["curves"]
     assert set(curves) == {f"{c}-{o}" for c in ("Color", "Shape") for o in ("MoRHF", "LeRHF", "random")}
-    assert all(len(v) == 3 and all(0 <= x <= 1 for x in v) for c in curves.values() for v in c.values())
+    # accuracies over the 2 weakened captions: 0, 1/2 or 1 at each of the 3 k values
+    assert all(
+        len(v) == 3 and all(x in (0.0, 0.5, 1.0) for x in v) for c in curves.values() for v in c.values()
+    )
     # k = 0 weakens nothing: every order starts from the same images
     assert len({c["color"][0] for c in curves.values()}) == 1
-    for row in res["weakening"]["claims"].values():
-        assert row["verdict"] in {"holds", "DOES NOT HOLD", "within noise (< 1 image)"}
+    # each claim's value is a difference of areas under the curves (trapezoids over k / 128), and
+    # its verdict compares it with one image's worth (1 / weaken_prompts), recomputed here
+    x = np.array([0, 64, 128]) / 128
+
+    def area(key, attr):
+        y = np.array(curves[key][attr])
+        return sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(2))
+
+    differences = [
+        area("Color-LeRHF", "color") - area("Color-MoRHF", "color"),
+        area("Color-random", "color") - area("Color-MoRHF", "color"),
+        area("Shape-LeRHF", "shape") - area("Shape-MoRHF", "shape"),
+        area("Shape-random", "shape") - area("Shape-MoRHF", "shape"),
+        area("Color-MoRHF", "shape") - area("Shape-MoRHF", "shape"),
+        area("Shape-MoRHF", "color") - area("Color-MoRHF", "color"),
+    ]
+    claims = list(res["weakening"]["claims"].values())
+    assert len(claims) == len(differences)
+    for row, value in zip(claims, differences, strict=True):
+        assert row["value"] == pytest.approx(value, abs=1e-12)
+        want = "holds" if value > 0.5 else "DOES NOT HOLD" if value < -0.5 else "within noise (< 1 image)"
+        assert row["verdict"] == want, (row, value)
     hrv = np.load(out / "hrv.npz")
     assert np.allclose(hrv["hrv"].sum(axis=1), 128, atol=1e-3)
+    from hrv.toy.checks import verdict  # the thresholds themselves, on planted values
+
+    assert [verdict(v, 0.5) for v in (0.51, 0.5, -0.5, -0.51)] == [
+        "holds", "within noise (< 1 image)", "within noise (< 1 image)", "DOES NOT HOLD"
+    ]  # fmt: skip
     assert any("[4] ordered weakening" in line for line in logged)
     assert not list(tmp_path.glob(".checks.*"))  # no temporary folder left behind
 

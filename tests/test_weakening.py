@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers_reference import assert_same_image, readme_latent, reference_sample
 from PIL import Image
 
 from hrv.clip import ClipScorer
@@ -218,13 +219,11 @@ def test_batched_sweep_equals_one_run_per_k(tiny_pipe):
     for k, image in zip(ks, batched, strict=True):
         alone = sample_weakened(tiny_pipe, "a red car", 10, order, [k], sampling=SAMPLING)[0]
         assert np.array_equal(np.asarray(image), np.asarray(alone)), f"k={k} differs"
-    # k = 0 is plain sampling from the seed's latent
-    from hrv.models import initial_latents
-
+    # k = 0 is plain sampling from the seed's latent (the README's formula)
     with torch.no_grad():
         plain = tiny_pipe(
             "a red car",
-            latents=initial_latents(tiny_pipe, [0], 10, 64, 64),
+            latents=readme_latent(tiny_pipe, 10, 64, 64),
             num_inference_steps=2,
             guidance_scale=7.5,
             height=64,
@@ -233,6 +232,54 @@ def test_batched_sweep_equals_one_run_per_k(tiny_pipe):
     assert np.array_equal(np.asarray(plain), np.asarray(batched[0]))
     # weakening every head changes the image
     assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[-1]))
+
+
+def test_sweep_weakens_the_first_k_heads_on_the_prompt_words_only(tiny_pipe):
+    """End to end against a plain reference: explicit cross-attention whose conditional half's
+    probabilities are multiplied by -2 in the k heads with the largest planted values (MoRHF) on
+    token columns 1..3 of "a red car" (never SOT, EOT or padding), every other entry by 1."""
+    values = np.random.default_rng(1).random(128)
+    ks = [5, 64]
+    images = sample_weakened(tiny_pipe, "a red car", 10, head_order(values, "MoRHF"), ks, sampling=SAMPLING)
+    for k, image in zip(ks, images, strict=True):
+        table = np.ones((128, 77), np.float32)
+        top = sorted(range(128), key=lambda h: -values[h])[:k]
+        table[np.ix_(top, [1, 2, 3])] = -2.0
+        want, _ = reference_sample(tiny_pipe, "a red car", 10, table, **SAMPLING)
+        assert_same_image(np.asarray(image), want)
+
+
+def test_a_sweep_job_interrupted_while_saving_keeps_the_previous_folder(
+    tiny_model_dir, root, tmp_path, monkeypatch
+):
+    """``run_job`` killed inside the real image writer (PIL's save) after its first image: the job's
+    folder keeps what a previous complete run left there, and no partial folder remains beside it."""
+    from hrv.steps import import_official
+    from hrv.weakening import run_job
+
+    hrv = tmp_path / "sd14.npz"
+    import_official("sd14", hrv, root / "resources/reference", root / "resources/concepts/concepts_34x10.csv")
+    out = tmp_path / "color/MoRHF/seed10/ks0-128"
+    out.mkdir(parents=True)
+    (out / "manifest.csv").write_text("from the previous run\n")
+    real_save, saved = Image.Image.save, []
+
+    def save_then_die(image, fp, *args, **kwargs):
+        if saved:
+            raise KeyboardInterrupt  # the job is killed while it writes its second image
+        saved.append(fp)
+        return real_save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_then_die)
+    experiment = {"name": "color", "concept": "Color", "template": "a {a} car", "items_a": ["red"]}
+    with pytest.raises(KeyboardInterrupt):
+        run_job(str(tiny_model_dir), hrv, experiment, "MoRHF", 10, [0, 128], out,
+                sampling={"steps": 1, "guidance_scale": 7.5, "height": 32, "width": 32},
+                device="cpu", dtype="float32", progress=False)  # fmt: skip
+    assert len(saved) == 1  # the first image was written (beside the folder, not in it)
+    assert [p.name for p in out.iterdir()] == ["manifest.csv"]
+    assert (out / "manifest.csv").read_text() == "from the previous run\n"
+    assert [p.name for p in out.parent.iterdir()] == ["ks0-128"]
 
 
 # --- CLIP scoring -----------------------------------------------------------------------------

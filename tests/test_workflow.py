@@ -108,3 +108,104 @@ def test_run_produces_the_contract(workdir):
         progress=False,
     )
     assert np.array_equal(direct, hrv.counts)
+
+
+def test_weakening_and_polysemy_rules_run(workdir):
+    """The weakening and polysemy rules, scripts included, on the tiny model with the released SD v1.4
+    HRVs (imported by their rule): one sweep job per order (``weakening.run_job``; two orders keep the
+    run short, ``random`` differs only in ``head_order``, tested on its own), CLIP scores,
+    curves (with a released curve beside them), grid, overview and area summary
+    (``hrv.weakening_plots``); one polysemy case's images,
+    scores, rates and human sheet."""
+    import pandas as pd
+    from helpers_reference import assert_same_image, reference_sample
+    from PIL import Image
+
+    ks = [0, 5, 128]
+    small = {"steps": 1, "height": 32, "width": 32}
+    overlay = {
+        "weakening": {"hrv": "sd14", "experiments": ["color"], "orders": ["MoRHF", "LeRHF"], "k": ks, "k_batch": None, "seeds": [10],
+                      "max_items": 1, "grid_prompts": 1, "sampling": small,
+                      "reference": {"color": "resources/reference/weakening_image_style_clip_official.csv"}},
+        "polysemy": {"hrv": "sd14", "which": ["lavender"], "seeds": [1], "sampling": small},
+    }  # fmt: skip
+    write_config(workdir, overlay, "wp.yaml")
+    out = "results/t"
+    targets = [
+        f"{out}/weakening/overview.png",
+        f"{out}/weakening/color/curves.png",
+        f"{out}/weakening/color/grid.png",
+        f"{out}/polysemy/clip_rates.csv",
+        f"{out}/polysemy/human/index.html",
+        f"{out}/polysemy/cases/lavender/grid.png",
+    ]
+    # two sampling jobs at a time: on a CPU the jobs marked gpu=1 need no device of their own
+    snakemake(
+        workdir, *targets, "--cores", "2", "--resources", "gpu=2", "--configfile", "overlay.yaml", "wp.yaml"
+    )
+    res = workdir / out
+    for png in [*targets[:3], targets[5], f"{out}/weakening/area_summary.png"]:
+        assert (workdir / png).read_bytes()[:4] == b"\x89PNG", png
+
+    # the sweep: the first k heads of each order, on the experiment's one prompt, from the seed's latent
+    hrv = load_hrv(res / "hrv/official/hrv_official_sd14.npz")
+    values = hrv.vector("Color")
+    expected_order = {
+        "MoRHF": sorted(range(128), key=lambda h: (-values[h], h)),
+        "LeRHF": sorted(range(128), key=lambda h: (values[h], h)),
+    }
+    pixels = {}
+    for order, heads in expected_order.items():
+        job = res / f"weakening/color/{order}/seed10/ks0-5-128"
+        assert (job / "heads.txt").read_text().split() == [hrv.heads[h] for h in heads]
+        manifest = pd.read_csv(job / "manifest.csv")
+        assert manifest["k"].tolist() == ks and set(manifest["prompt"]) == {"a red car"}
+        for row in manifest.itertuples():
+            pixels[order, row.k] = np.asarray(Image.open(job / row.image))
+        assert (res / f"logs/weaken/color_{order}_seed10_ks0-5-128.log").is_file()
+    for k in (0, 128):  # nothing weakened, or every head: the order cannot matter
+        assert np.array_equal(pixels["MoRHF", k], pixels["LeRHF", k])
+    assert not np.array_equal(pixels["MoRHF", 5], pixels["LeRHF", 5])
+    from hrv.models import load_pipeline
+
+    pipe = load_pipeline(workdir / "resources/models/tiny", device="cpu", dtype="float32")
+    plain, _ = reference_sample(pipe, "a red car", 10, np.ones((128, 77)), guidance_scale=7.5, **small)
+    assert_same_image(pixels["MoRHF", 0], plain)  # k = 0 is plain sampling at the rule's settings
+
+    # scores per image; the table per (order, k); areas between its curves, recomputed here
+    scores = pd.read_csv(res / "weakening/color/clip_scores.csv")
+    table = pd.read_csv(res / "weakening/color/clip_table.csv")
+    assert len(scores) == 6 and len(table) == 6 and (table["n"] == 1).all()
+    merged = table.merge(scores, on=["order", "k"])
+    np.testing.assert_allclose(merged["mean"], merged["clip"], atol=1e-6)
+    mean = table.set_index(["order", "k"])["mean"]
+    x = np.array(ks) / 128
+
+    def area(upper, lower):
+        y = np.array([mean[upper, k] - mean[lower, k] for k in ks])
+        return sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(ks) - 1))
+
+    areas = pd.read_csv(res / "weakening/area_summary.csv").iloc[0]
+    assert areas["concept"] == "Color"
+    # (the tiny random CLIP's areas are small: compare to the CSV's 6 significant digits)
+    assert areas["area_LeRHF_minus_MoRHF"] == pytest.approx(area("LeRHF", "MoRHF"), rel=1e-4, abs=1e-12)
+    assert np.isnan(areas["area_random_minus_MoRHF"])  # no random order in this run
+
+    # polysemy: three methods' images of one seed, their scores and rates, the human sheet
+    case = res / "polysemy/cases/lavender"
+    images = pd.read_csv(case / "images.csv")
+    assert sorted(images["method"]) == ["adjusting", "sd", "strengthening"] and set(images["seed"]) == {1}
+    shown = {
+        m: np.asarray(Image.open(case / p)) for m, p in zip(images["method"], images["path"], strict=True)
+    }
+    assert not np.array_equal(shown["sd"], shown["adjusting"])
+    poly = pd.read_csv(res / "polysemy/clip_scores.csv")
+    assert len(poly) == 3 and (poly["misinterpreted"] == (poly["sim_wrong"] > poly["sim_intended"])).all()
+    rates = pd.read_csv(res / "polysemy/clip_rates.csv")
+    for row in rates.itertuples():
+        assert row.n_images == 1 and row.rate == row.n_misinterpreted
+    key = pd.read_csv(res / "polysemy/human/key.csv")
+    assert list(zip(key["case"], key["seed"], strict=True)) == [("lavender", 1)]
+    assert {key["method_a"][0], key["method_b"][0]} == {"sd", "adjusting"}
+    for name in ("polysemy_images_lavender", "polysemy_score", "polysemy_rates", "polysemy_human_sheet"):
+        assert (res / f"logs/{name}.log").is_file(), name

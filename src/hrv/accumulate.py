@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hrv.attention import Controller, installed
 from hrv.concepts import ConceptSet
+from hrv.control import Call, Controller, Edit, Layout, installed
 from hrv.determinism import make_batch_invariant
 from hrv.errors import HRVInputError
 from hrv.heads import CALayer, HeadRegistry
@@ -426,6 +426,20 @@ def _softmax_sums(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch
     return torch.softmax(torch.matmul(q, k) + bias, dim=-1).sum(dim=-2)
 
 
+@dataclass(eq=False)
+class RecordQueries(Edit):
+    """Hands every cross-attention site's conditional-half queries to a ``VoteMeasure`` (``record``)
+    and tells it when each UNet evaluation ends; changes nothing."""
+
+    measure: VoteMeasure
+
+    def qkv(self, call: Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.measure.record(call.attn, call.site.ca, q)
+
+    def end_evaluation(self, step: int) -> None:
+        self.measure.end_evaluation(step)
+
+
 def n_unet_evaluations(pipe, steps: int) -> int:
     """UNet evaluations for ``steps`` sampling steps (PNDM with skip_prk_steps: steps + 1)."""
     scheduler = copy.deepcopy(pipe.scheduler)
@@ -470,7 +484,7 @@ def accumulate(
     bank = bank if bank is not None else WordBank.build(pipe, concepts)
     n_evals = n_unet_evaluations(pipe, steps)
     measure = VoteMeasure(registry, bank, n_evals, unet_device(pipe), keep_sot=keep_sot, strict=strict)
-    controller = Controller(registry, guidance=guidance_scale > 1.0, measure=measure)
+    controller = Controller([RecordQueries(measure)], layout=Layout(guidance=guidance_scale > 1.0))
     indices = list(indices)
     bar = tqdm(total=len(indices), desc=desc, unit="prompt", disable=not progress)
     with installed(pipe.unet, controller), torch.no_grad():

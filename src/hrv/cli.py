@@ -19,6 +19,9 @@ COMMAND_MODULES = [
     "hrv.commands.core",
     "hrv.commands.steering",
     "hrv.commands.weakening",
+    "hrv.commands.editing",
+    "hrv.commands.editing_scores",
+    "hrv.commands.bgdino",
 ]
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hrv.attention import Controller, Intervention, installed
+from hrv.control import Controller, HeadFactors, Layout, installed
 from hrv.errors import HRVInputError
 from hrv.heads import HeadRegistry
 from hrv.hrvfile import HRVSet, load_hrv
@@ -111,19 +111,19 @@ def render(
     n_tok = {r.shape[2] for r in rows}
     if len(n_tok) != 1:
         raise HRVInputError(f"variants have different token counts {sorted(n_tok)}")
-    controller = Controller(registry, guidance=guidance_scale > 1.0)
+    controller = Controller(layout=Layout(guidance=guidance_scale > 1.0))
     out: dict[str, list] = {name: [] for name in names}
     seeds = list(seeds)
     bar = tqdm(total=len(seeds), desc=f"render {prompt[:30]!r}", unit="seed", disable=not progress)
-    with installed(pipe.unet, controller):
+    with installed(pipe.unet, controller, kinds={"cross"}):
         for i in range(0, len(seeds), batch_size):
             chunk = seeds[i : i + batch_size]
             # element order: seed-major, variant-minor
             latents = torch.cat([initial_latents(pipe, [0], s, height, width) for s in chunk for _ in names])
             factors = torch.cat([rows[v] for _ in chunk for v in range(len(names))])
-            controller.intervention = Intervention(
-                factors.to(device=pipe.device, dtype=torch.float32), start=start, end=end
-            )
+            controller.edits = [
+                HeadFactors(factors.to(device=pipe.device, dtype=torch.float32), start=start, end=end)
+            ]
             controller.step = 0
             images = pipe(
                 prompt=[prompt] * len(latents),

@@ -43,6 +43,23 @@ def _sort_key(module_name: str) -> tuple:
     return (section_rank, numbers)
 
 
+def section_of(module_name: str) -> str:
+    """ "down", "mid" or "up" for a module of the UNet's down_blocks, mid_block or up_blocks."""
+    return _SECTION_OF_PREFIX[module_name.split(".", 1)[0]]
+
+
+def unet_modules(unet: torch.nn.Module, suffix: str) -> list[str]:
+    """Names of the UNet's modules in its down, mid and up blocks whose last name part is ``suffix``
+    (``attn1``, ``attn2``, ``resnets.N``...), in execution order (the sort key is section, then the
+    natural order of the numeric path components)."""
+    names = [
+        name
+        for name, _ in unet.named_modules()
+        if re.search(rf"(^|\.){suffix}$", name) and name.split(".", 1)[0] in _SECTION_OF_PREFIX
+    ]
+    return sorted(names, key=_sort_key)
+
+
 @dataclass(frozen=True)
 class HeadRegistry:
     layers: tuple[CALayer, ...]
@@ -51,20 +68,18 @@ class HeadRegistry:
     def from_unet(cls, unet: torch.nn.Module) -> HeadRegistry:
         """Find every ``attn2`` module (cross attention) and order them down -> mid -> up."""
         found = []
-        for name, module in unet.named_modules():
-            if name.endswith("attn2") and name.split(".", 1)[0] in _SECTION_OF_PREFIX:
-                heads = getattr(module, "heads", None)
-                if heads is None:
-                    raise HRVInputError(f"module {name} has no 'heads' attribute; is this a diffusers UNet?")
-                found.append((name, int(heads)))
+        for name in unet_modules(unet, "attn2"):
+            heads = getattr(unet.get_submodule(name), "heads", None)
+            if heads is None:
+                raise HRVInputError(f"module {name} has no 'heads' attribute; is this a diffusers UNet?")
+            found.append((name, int(heads)))
         if not found:
             raise HRVInputError(
                 "the UNet has no cross-attention (attn2) layers; HRVs need a text-conditioned UNet"
             )
-        found.sort(key=lambda item: _sort_key(item[0]))
         layers, offset, per_section = [], 0, dict.fromkeys(SECTIONS, 0)
         for position, (name, heads) in enumerate(found):
-            section = _SECTION_OF_PREFIX[name.split(".", 1)[0]]
+            section = section_of(name)
             layers.append(CALayer(name, section, per_section[section], heads, offset, position))
             per_section[section] += 1
             offset += heads

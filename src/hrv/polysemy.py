@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import math
 import re
-import shutil
 import textwrap
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hrv import judging
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet
 from hrv.io import atomic_path, write_text_atomic
+from hrv.judging import ABItem, Form, write_sheet
 
 CASE_COLUMNS = ("case", "prompt", "token", "desired", "undesired", "intended", "wrong", "clamp")
 METHODS = ("sd", "adjusting", "strengthening")
@@ -180,9 +179,7 @@ def run_case(
 
 
 def _relative(path: Path, base: Path) -> str:
-    import os
-
-    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    return judging.relative(path, base)
 
 
 def read_manifests(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -308,9 +305,29 @@ def plot_rates(rates: pd.DataFrame, out: str | Path, title: str, dpi: int = 150)
     return Path(out)
 
 
-# --- the human-judging sheet ----------------------------------------------------------------------
+# --- the human-judging sheet (hrv.judging) ----------------------------------------------------------
 
 SHEET_COLUMNS = ["item", "prompt", "intended", "wrong", "image_a", "image_b", "answer_a", "answer_b"]
+
+
+def _header(texts) -> str:
+    return (
+        f"<p>Prompt: &ldquo;{html.escape(texts['prompt'])}&rdquo;<br>Intended meaning: <i>{html.escape(texts['intended'])}</i>;"
+        f" wrong meaning: <i>{html.escape(texts['wrong'])}</i></p>"
+    )
+
+
+HUMAN_FORM = Form(
+    title="Polysemous words: which meaning does each image show?",
+    instructions="""<p>Each item shows two images generated from the same prompt. For <b>each</b> image, choose
+<i>intended</i> if it shows the intended meaning of the prompt, <i>wrong</i> if it shows the other
+meaning (for example lavender flowers instead of a lavender colour), <i>unclear</i> if you cannot
+tell. Then press the button at the end to download your answers and send the file back.</p>""",
+    choices=("intended", "wrong", "unclear"),
+    answers=ANSWERS,
+    per_image=True,
+    header=_header,
+)
 
 
 def write_human_sheet(
@@ -338,99 +355,18 @@ def write_human_sheet(
         raise HRVInputError(
             f"the human sheet needs images of methods {', '.join(methods)} for every case and seed"
         )
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(pairs))
-    flips = rng.integers(0, 2, size=len(pairs)).astype(bool)
-    images_dir = Path(images_dir)
-    if images_dir.exists():
-        shutil.rmtree(images_dir)
-    images_dir.mkdir(parents=True)
-    page_dir = Path(page).parent
-    sheet_rows, key_rows = [], []
-    for item, (idx, flip) in enumerate(zip(order, flips, strict=True), start=1):
-        (case_id, s) = pairs.index[idx]
-        case = by_id[case_id]
-        a, b = (methods[1], methods[0]) if flip else methods
-        names = {}
-        for side, method in (("a", a), ("b", b)):
-            dest = images_dir / f"item_{item:03d}_{side}.png"
-            shutil.copyfile(pairs.loc[(case_id, s), method], dest)
-            names[side] = _relative(dest, page_dir)
-        sheet_rows.append(
-            {
-                "item": item,
-                "prompt": case.prompt,
-                "intended": case.intended,
-                "wrong": case.wrong,
-                "image_a": names["a"],
-                "image_b": names["b"],
-                "answer_a": "",
-                "answer_b": "",
-            }
-        )
-        key_rows.append({"item": item, "case": case_id, "seed": int(s), "method_a": a, "method_b": b})
-    table = pd.DataFrame(sheet_rows, columns=SHEET_COLUMNS)
-    with atomic_path(sheet) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(key) as tmp:
-        pd.DataFrame(key_rows).to_csv(tmp, index=False)
-    write_text_atomic(page, _sheet_html(table))
-    return table
-
-
-def _sheet_html(table: pd.DataFrame) -> str:
     items = []
-    for r in table.itertuples():
-        cells = []
-        for side in ("a", "b"):
-            radios = " ".join(
-                f"<label><input type='radio' name='{r.item}_{side}' value='{v}'> {v}</label>"
-                for v in ("intended", "wrong", "unclear")
-            )
-            src = html.escape(getattr(r, f"image_{side}"))
-            cells.append(f"<td><img src='{src}' width='256'><br><b>{side.upper()}</b>: {radios}</td>")
+    for case_id, s in pairs.index:
+        case = by_id[case_id]
         items.append(
-            f"<div class='item'><h4>Item {r.item}: &ldquo;{html.escape(r.prompt)}&rdquo;</h4>"
-            f"<p>Intended meaning: <i>{html.escape(r.intended)}</i>; wrong meaning: <i>{html.escape(r.wrong)}</i></p>"
-            f"<table><tr>{''.join(cells)}</tr></table></div>"
+            ABItem(
+                methods=methods,
+                images=(pairs.loc[(case_id, s), methods[0]], pairs.loc[(case_id, s), methods[1]]),
+                shown={"prompt": case.prompt, "intended": case.intended, "wrong": case.wrong},
+                key={"case": case_id, "seed": int(s)},
+            )
         )
-    data = json.dumps(table[["item", "prompt", "intended", "wrong", "image_a", "image_b"]].to_dict("records"))
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Polysemous words: which meaning does each image show?</title>
-<style>body{{font-family:sans-serif;max-width:900px;margin:auto}} .item{{border-top:1px solid #aaa;padding:6px}}
-td{{vertical-align:top;padding:6px}}</style></head><body>
-<h2>Which meaning does each image show?</h2>
-<p>Each item shows two images generated from the same prompt. For <b>each</b> image, choose
-<i>intended</i> if it shows the intended meaning of the prompt, <i>wrong</i> if it shows the other
-meaning (for example lavender flowers instead of a lavender colour), <i>unclear</i> if you cannot
-tell. Then press the button at the end to download your answers and send the file back.</p>
-<p>Your name or initials: <input id="rater"></p>
-{"".join(items)}
-<p><button onclick="download()">Download my answers (CSV)</button> <span id="msg"></span></p>
-<script>
-const ITEMS = {data};
-function q(s) {{ return '"' + String(s).replace(/"/g, '""') + '"'; }}
-function download() {{
-  const rater = document.getElementById('rater').value.trim() || 'anonymous';
-  const lines = ['item,prompt,intended,wrong,image_a,image_b,answer_a,answer_b,rater'];
-  let blank = 0;
-  for (const it of ITEMS) {{
-    const ans = ['a', 'b'].map(s => {{
-      const el = document.querySelector(`input[name="${{it.item}}_${{s}}"]:checked`);
-      if (!el) blank++;
-      return el ? el.value : '';
-    }});
-    lines.push([it.item, q(it.prompt), q(it.intended), q(it.wrong), q(it.image_a), q(it.image_b), ans[0], ans[1], q(rater)].join(','));
-  }}
-  const blob = new Blob([lines.join('\\n') + '\\n'], {{type: 'text/csv'}});
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(blob);
-  a.download = 'answers_' + rater.replace(/[^A-Za-z0-9_-]+/g, '_') + '.csv';
-  a.click();
-  document.getElementById('msg').textContent = blank ? blank + ' image(s) left unanswered' : 'all answered, thank you';
-}}
-</script></body></html>
-"""
+    return write_sheet(items, HUMAN_FORM, sheet, key, page, images_dir, seed=seed)
 
 
 def read_answers(path: str | Path) -> pd.DataFrame:
@@ -438,76 +374,23 @@ def read_answers(path: str | Path) -> pd.DataFrame:
 
     Answers are ``intended``, ``wrong`` or ``unclear`` (or i/w/u, any case); blanks are unanswered.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise HRVInputError(f"answers file {path} does not exist")
-    t = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"item", "answer_a", "answer_b"} - set(t.columns)
-    if missing:
-        raise HRVInputError(
-            f"answers file {path} lacks column(s) {', '.join(sorted(missing))}; fill in the sheet's columns"
-        )
-    if "rater" not in t.columns:
-        t["rater"] = path.stem
-    t["rater"] = t["rater"].replace("", path.stem)
-    for col in ("answer_a", "answer_b"):
-        norm = t[col].str.strip().str.lower()
-        bad = sorted(set(norm[(norm != "") & ~norm.isin(list(ANSWERS))]))
-        if bad:
-            raise HRVInputError(
-                f"answers file {path}, column {col}: unknown answer(s) {', '.join(map(repr, bad))};"
-                " use intended, wrong or unclear (or i, w, u), blank for unanswered"
-            )
-        t[col] = norm.map(lambda v: ANSWERS.get(v, ""))
-    try:
-        t["item"] = t["item"].astype(int)
-    except ValueError as err:
-        raise HRVInputError(f"answers file {path}: column item must hold the sheet's item numbers") from err
-    dup = t.duplicated(["rater", "item"])
-    if dup.any():
-        raise HRVInputError(
-            f"answers file {path}: item(s) {sorted(t.loc[dup, 'item'])} answered twice by one rater"
-        )
-    return t[["rater", "item", "answer_a", "answer_b"]]
+    return judging.read_answers(path, HUMAN_FORM)
 
 
 def human_judgements(key: str | Path, answers: Sequence[str | Path]) -> pd.DataFrame:
     """One row per (rater, image): case, seed, method and the answer (unanswered images dropped)."""
-    keys = pd.read_csv(key)
-    need = {"item", "case", "seed", "method_a", "method_b"}
-    if need - set(keys.columns):
-        raise HRVInputError(f"key file {key} lacks column(s) {', '.join(sorted(need - set(keys.columns)))}")
-    keyed = keys.set_index("item")
-    rows, blank = [], 0
-    for path in answers:
-        t = read_answers(path)
-        unknown = sorted(set(t["item"]) - set(keyed.index))
-        if unknown:
-            raise HRVInputError(
-                f"answers file {path}: item(s) {unknown} are not in the key {key}; wrong sheet?"
-            )
-        for r in t.itertuples():
-            k = keyed.loc[r.item]
-            for side in ("a", "b"):
-                answer = getattr(r, f"answer_{side}")
-                if not answer:
-                    blank += 1
-                    continue
-                rows.append(
-                    {
-                        "rater": r.rater,
-                        "item": r.item,
-                        "case": k["case"],
-                        "seed": int(k["seed"]),
-                        "method": k[f"method_{side}"],
-                        "answer": answer,
-                    }
-                )
-    if blank:
-        warnings.warn(f"{blank} image(s) were left unanswered and are not counted", stacklevel=2)
-    if not rows:
-        raise HRVInputError("no answered images in the answers files")
-    return pd.DataFrame(rows)
+    j = judging.judgements(key, answers, HUMAN_FORM, ["case", "seed"])
+    method = np.where(j["column"] == "answer_a", j["method_a"], j["method_b"])
+    return pd.DataFrame(
+        {
+            "rater": j["rater"],
+            "item": j["item"],
+            "case": j["case"].astype(str),
+            "seed": j["seed"].astype(int),
+            "method": method,
+            "answer": j["answer"],
+        }
+    )
 
 
 def human_rates(

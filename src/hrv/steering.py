@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrv.attention import Intervention
+from hrv.attention import Intervention  # = hrv.control.HeadFactors
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet
 

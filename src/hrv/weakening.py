@@ -2,7 +2,7 @@
 
 A weakened head's cross-attention probabilities on every prompt-word token (positions 1..n of
 the tokenized prompt; never SOT, EOT or padding) are multiplied by ``factor`` (-2 in the paper)
-at every step, in the conditional half only, through :class:`hrv.attention.Intervention`.
+at every step, in the conditional half only, through :class:`hrv.control.HeadFactors`.
 
 The images of one (prompt, seed, order) for several k differ only in their head masks, so the
 sweep samples them as one batch: the same prompt and initial latent repeated once per k, with
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrv.attention import Controller, Intervention, installed
+from hrv.control import Controller, HeadFactors, Layout, installed
 from hrv.determinism import make_batch_invariant
 from hrv.errors import HRVInputError
 from hrv.experiments import ORDERS
@@ -101,7 +101,6 @@ def sample_weakened(
     sampling: dict[str, Any],
     factor: float = -2.0,
     batch_invariant: bool = True,
-    controller: Controller | None = None,
 ) -> list:
     """PIL images of ``prompt`` from the initial latent of ``seed``, one per k, in one sampling batch."""
     if batch_invariant:
@@ -121,10 +120,9 @@ def sample_weakened(
         factor=factor,
         n_tokens=pipe.tokenizer.model_max_length,
     ).to(pipe.device)
-    ctl = controller or Controller(registry, guidance=guidance > 1.0)
-    ctl.batch_invariant = batch_invariant
-    ctl.intervention = Intervention(factors)
-    ctl.step = 0
+    ctl = Controller(
+        [HeadFactors(factors)], layout=Layout(guidance=guidance > 1.0), batch_invariant=batch_invariant
+    )
     latent = initial_latents(pipe, [0], seed, height, width)  # seed + 0: one latent per seed
     with installed(pipe.unet, ctl), torch.no_grad():
         out = pipe(
@@ -136,7 +134,6 @@ def sample_weakened(
             width=width,
             output_type="latent",
         )
-    ctl.intervention = None
     return decode_each(pipe, out.images)
 
 

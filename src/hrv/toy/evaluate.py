@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from hrv.attention import Controller, Intervention, installed
-from hrv.heads import HeadRegistry
+from hrv.control import Controller, HeadFactors, Layout, installed
 from hrv.models import initial_latents
 from hrv.toy.classifiers import accuracy
 from hrv.toy.world import IMAGE_SIZE, Scene
@@ -48,8 +47,7 @@ def generate(
         raise ValueError(f"{len(captions)} captions but {len(latent_indices)} latent indices")
     size = IMAGE_SIZE
     out = []
-    registry = HeadRegistry.from_unet(pipe.unet)
-    ctl = Controller(registry, guidance=guidance_scale > 1.0)
+    ctl = Controller(layout=Layout(guidance=guidance_scale > 1.0))
     for start in range(0, len(captions), batch_size):
         idx = list(range(start, min(start + batch_size, len(captions))))
         latents = initial_latents(
@@ -57,7 +55,7 @@ def generate(
         )
         if factors is not None:
             f = factors if factors.shape[0] == 1 else factors[idx[0] : idx[-1] + 1]
-            ctl.intervention = Intervention(f.to(pipe.device))
+            ctl.edits = [HeadFactors(f.to(pipe.device))]
         ctl.step = 0
         with installed(pipe.unet, ctl):
             images = pipe(

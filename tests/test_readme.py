@@ -26,3 +26,4 @@ def test_readme_python_examples_run_as_written(root, tiny_model_dir, tmp_path, m
     assert hrv.counts.shape == (6, 34, 128) and hrv.counts.sum() == 4 * 6 * 128
     assert np.allclose(hrv.hrv.sum(axis=1)[hrv.hrv.sum(axis=1) > 0], 128, rtol=1e-4)
     assert (tmp_path / "out/lavender/grid.png").is_file()
+    assert any((tmp_path / "out/blue-red").iterdir())

@@ -51,7 +51,8 @@ class Experiment:
         out = []
         for i, combo in enumerate(itertools.product(*lists)):
             chosen = dict(zip(slots, combo, strict=True))
-            out.append(WeakeningPrompt(i, self.template.format(**chosen), chosen, chosen[self.scored]))
+            text = self.template.format(**chosen)
+            out.append(WeakeningPrompt(i, text, chosen, scored_text(text, self.items[self.scored])))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +63,13 @@ class Experiment:
             **{f"items_{s}": list(v) for s, v in self.items.items()},
             "scored": self.scored,
         }
+
+
+def scored_text(prompt: str, items: Sequence[str]) -> str:
+    """The CLIP text of a prompt: the first of the scored slot's items that occurs in it, as the
+    released scoring chose it. Usually the prompt's own item, but an earlier item that is part of it
+    wins: "table" for "photo of a coffee table" (the paper's furniture list has "table" first)."""
+    return next(item for item in items if item in prompt)
 
 
 def slugify(text: str) -> str:

@@ -187,8 +187,9 @@ class ControlProcessor:
         out[rows] = torch.where(changed[:, :, None, None], steered, out[rows])
         return out
 
-
-    def _source_maps(self, attn, edits: list[SourceMaps], query, key, value, out: torch.Tensor) -> torch.Tensor:
+    def _source_maps(
+        self, attn, edits: list[SourceMaps], query, key, value, out: torch.Tensor
+    ) -> torch.Tensor:
         """``_edit_maps`` for copies of the source's maps, without the targets' own maps: each
         target row takes ``source maps @ its values``. A head whose queries and keys equal the
         source's (so would its maps) keeps the fused output, as ``_edit_maps`` would keep it."""

@@ -7,8 +7,9 @@ get explicit post-softmax maps (computed as the module says: ``upcast_attention`
 ``upcast_softmax``) and the rows and heads whose maps they changed take ``maps @ v`` in place of
 the fused output, so every other row and head (the source branch, the unconditional half) stays
 bit-identical. Where the only maps edits are ``SourceMaps`` (a target's self-attention maps := its
-source's), explicit maps are computed for the source rows only. ResBlocks are hooked at their residual branch's output (``conv2``, before the
-shortcut is added) only when an edit asks for ``features``.
+source's), explicit maps are computed for the source rows only. ResBlocks are hooked at their
+residual branch's output (``conv2``, before the shortcut is added) only when an edit asks for
+``features``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/polysemy.smk"
 include: "workflow/rules/weakening.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/multiconcept.smk"
 include: "workflow/rules/editing.smk"
 include: "workflow/rules/bgdino.smk"
 
@@ -39,12 +40,14 @@ rule all:
         rules.hrv_merge.output,
         rules.hrv_heatmap.output,
         rules.provenance.output,
-        rules.polysemy_rates.output,
-        rules.polysemy_human_sheet.output,
+        rules.polysemy_rates.output if config["polysemy"]["enabled"] else [],
+        rules.polysemy_human_sheet.output if config["polysemy"]["enabled"] else [],
         expand(rules.polysemy_images.output.grid, case=POLY_CASES),
-        rules.weakening_overview.output,
+        rules.weakening_overview.output if config["weakening"]["enabled"] else [],
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),
         rules.toy_checks.output if config["toy"]["enabled"] else [],
+        rules.multiconcept_tables.output if MC["enabled"] else [],
+        expand(rules.multiconcept_grid.output.png, set=list(MC_SETS)),
         EDIT_TARGETS,
         BGD_TARGETS,

@@ -4,6 +4,8 @@
 #   invariance  votes with batch sizes 1/4/8 on the GPU, run to run, against CPU counts (tiny model),
 #               and in strict mode at 512 px (SD v1.4's architecture)
 #   diagnose    which operations are batch-variant on the GPU; strict mode's effect and cost
+#   multiconcept  only when named (gpu_session.sh multiconcept): bench_multiconcept, the batched A&E
+#               vs diffusers' pipeline one image at a time (tiny model, 128 px, A&E's full schedule)
 #   bench       bench_hrv on the tiny model and on SD v1.4's full-size architecture (random
 #               weights, float16, 512 px, 50 steps), the vote timed with CUDA events
 #   editing     bench_editing: P2P-HRV batched vs one pair at a time, its cost over P2P, and the
@@ -48,6 +50,9 @@ bench() {
     step 60 benchmarks/bench_hrv.py --device cuda --prompts 16 --batch-size 8 --pairs 4
     step 170 benchmarks/bench_hrv.py --arch sd14 --device cuda --dtype float16 --size 512 --steps 50 \
         --prompts 16 --batch-size 8 --naive-prompts 2 --repeats 1 --pairs 5
+}
+multiconcept() {
+    step 240 benchmarks/bench_multiconcept.py --device cuda --size 128 --images 8 --single
 }
 editing() {
     step 90 benchmarks/bench_editing.py --device cuda --pairs 4 --seeds 4 --batch-size 8

@@ -147,9 +147,9 @@ def test_shard_and_batch_invariance(tiny_pipe, concepts):
     assert np.array_equal(batched, again)
 
 
-def test_votes_do_not_depend_on_how_many_evaluations_are_scored_together(tiny_pipe, concepts, monkeypatch):
-    """Recorded layers are held back and scored in groups spanning evaluations: scoring every
-    evaluation on its own, a few at a time, or in groups cut smaller gives the same counts."""
+def test_votes_do_not_depend_on_how_layers_are_grouped(tiny_pipe, concepts, monkeypatch):
+    """A UNet evaluation's layers of one shape are scored together, in groups cut by the size of their
+    logits: cutting them smaller gives the same counts."""
     import hrv.accumulate as acc
 
     kw = dict(seed=4, progress=False, batch_size=2, **SAMPLING)
@@ -159,21 +159,16 @@ def test_votes_do_not_depend_on_how_many_evaluations_are_scored_together(tiny_pi
         acc.VoteMeasure, "_vote", lambda m, members: scored.append(members) or real_vote(m, members)
     )
 
-    def run(defer: int, group_elements: int) -> tuple[np.ndarray, int, int]:
-        monkeypatch.setattr(acc, "_DEFER_ELEMENTS", defer)
+    def run(group_elements: int) -> tuple[np.ndarray, int]:
         monkeypatch.setattr(acc, "_GROUP_ELEMENTS", group_elements)
         scored.clear()
         counts = accumulate(tiny_pipe, concepts, PROMPTS, range(3), **kw)
-        return counts, max(len({m.t for m in g}) for g in scored), max(len(g) for g in scored)
+        assert all(len({m.t for m in g}) == 1 for g in scored)  # each evaluation scored when it ends
+        return counts, max(len(g) for g in scored)
 
-    held, evals, largest = run(acc._DEFER_ELEMENTS, acc._GROUP_ELEMENTS)
-    assert evals == 4  # the tiny model's four evaluations are scored together
-    alone, evals, _ = run(0, acc._GROUP_ELEMENTS)
-    assert evals == 1 and np.array_equal(held, alone)
-    few, evals, _ = run(200_000, acc._GROUP_ELEMENTS)  # one prompt's evaluation: ~67,000 elements
-    assert 1 < evals < 4 and np.array_equal(held, few)
-    cut, _, size = run(acc._DEFER_ELEMENTS, 2**19)  # groups cut by the logits' size
-    assert size < largest and np.array_equal(held, cut)
+    whole, largest = run(acc._GROUP_ELEMENTS)
+    cut, size = run(2**14)  # one layer per group (but the 4-pixel one)
+    assert size < largest and np.array_equal(whole, cut)
 
 
 def test_strict_invariance_runs_every_dense_layer_and_convolution_per_sample(tiny_model_dir, concepts):
@@ -314,9 +309,9 @@ def test_planted_heads_rank_first(tiny_pipe, concepts):
     assert top == set(planted_ids)
 
 
-def _loud_heads_pipe(tiny_pipe):
-    """A copy of the tiny model whose first four heads in CA layers 0 and 9 have queries 60x
-    larger: their logit bound (about 3 otherwise) exceeds the exp path's limit, so they take the exact softmax."""
+def test_large_logits_take_the_exact_softmax(tiny_pipe, concepts):
+    """Heads whose queries are 60x larger (logits far beyond exp's float32 range without the
+    softmax's max subtraction) still vote as the float64 reference does, whatever the batch."""
     pipe = copy.deepcopy(tiny_pipe)
     registry = HeadRegistry.from_unet(pipe.unet)
     with torch.no_grad():
@@ -324,61 +319,24 @@ def _loud_heads_pipe(tiny_pipe):
             attn = pipe.unet.get_submodule(registry.layers[pos].module_name)
             d = attn.to_q.out_features // attn.heads
             attn.to_q.weight[: 4 * d] *= 60.0
-    return pipe
-
-
-def test_exact_softmax_where_exp_could_overflow(tiny_pipe, concepts, monkeypatch):
-    import hrv.accumulate as acc
-
-    pipe = _loud_heads_pipe(tiny_pipe)
-    softmax_calls = []
-    real_softmax = torch.softmax
-    monkeypatch.setattr(torch, "softmax", lambda *a, **k: softmax_calls.append(1) or real_softmax(*a, **k))
     kw = dict(seed=2, progress=False, **SAMPLING)
     got = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=2, **kw)
-    # layers 0 and 9 (two groups), two batches, four evaluations: the logits' own extremes send
-    # some of them back to the fast path
-    assert 1 <= len(softmax_calls) <= 2 * 2 * 4
     want, margins = reference_counts(pipe, concepts, PROMPTS, seed=2)
     decisive = {(t, c, h) for t, c, h, m in margins if m > 1e-5}
     mismatched = [tuple(i) for i in np.argwhere(got != want)]
     assert not any(i in decisive for i in mismatched) and len(mismatched) <= 4
-    # mixing the two paths per (prompt, head) keeps votes independent of the batch
     assert np.array_equal(got, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=1, **kw))
-    # and with every head forced onto the exact softmax, the votes are the same
-    monkeypatch.setattr(acc, "_EXP_SAFE", -1.0)
-    exact = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw)
-    assert (exact != got).sum() <= 4
-    # as on a GPU, where every head takes the exact softmax without a per-group host sync
-    monkeypatch.setattr(acc, "_EXP_SAFE", 80.0)
-    monkeypatch.setattr(acc, "exp_path", lambda device: False)
-    softmax_calls.clear()
-    gpu_like = accumulate(pipe, concepts, PROMPTS, range(3), batch_size=2, **kw)
-    # all four groups, in two batches; a batch's four evaluations are held back and scored together
-    assert len(softmax_calls) == 2 * 4
-    assert (gpu_like != got).sum() <= 4
-    assert np.array_equal(gpu_like, accumulate(pipe, concepts, PROMPTS, range(3), batch_size=3, **kw))
 
 
 @pytest.mark.parametrize(
-    ("chunk", "exp", "strict", "overflow"),
-    [
-        (1, True, False, 0.01),
-        (2**11, True, False, 0.01),
-        (2**40, True, False, 0.01),
-        (2**40, False, False, 0.01),
-        (2**40, False, True, 0.01),
-        (2**11, True, False, 0.9),
-        (2**40, True, False, 0.9),
-    ],
+    ("packs", "strict", "overflow"),
+    [(True, False, 0.01), (False, False, 0.01), (False, True, 0.01), (True, False, 0.9)],
 )
-def test_scores_are_bitwise_independent_of_batch_and_chunking(
-    tiny_pipe, concepts, monkeypatch, chunk, exp, strict, overflow
-):
-    """The float scores (not only their argmax) of a prompt are the same alone, in any batch and
-    whatever the CPU chunk size, on the exp path and on the exact one (the GPU's), so near-ties
-    cannot make votes depend on batching. ``overflow`` 0.9 packs fewer slots (40 instead of 48), so
-    that most but not all pairs of a batch are scored again in the full layout."""
+def test_scores_are_bitwise_independent_of_batch(tiny_pipe, concepts, monkeypatch, packs, strict, overflow):
+    """The float scores (not only their argmax) of a prompt are the same alone and in any batch, with
+    the packed slots (the CPU's) and the full ones (a GPU's), so near-ties cannot make votes depend on
+    batching. ``overflow`` 0.9 packs fewer slots (40 instead of 48), so that most but not all pairs
+    of a batch are scored again in the full layout."""
     import hrv.accumulate as acc
     from hrv.accumulate import VoteMeasure, _Recorded
 
@@ -406,17 +364,16 @@ def test_scores_are_bitwise_independent_of_batch_and_chunking(
                 out[member.layer.position] = s[g]
         return out
 
-    monkeypatch.setattr(acc, "exp_path", lambda device: exp)
+    monkeypatch.setattr(acc, "packs_slots", lambda device: packs)
     monkeypatch.setattr(acc, "_OVERFLOW", overflow)
     whole = scores([10, 11, 12, 13, 14], slice(0, 5))
     measure = VoteMeasure(registry, bank, 2, tiny_pipe.device)
     measure.set_batch(9, [10, 11, 12, 13, 14])
     rescored = (measure._full_row.reshape(2, len(registry.layers), 5)[1] >= 0).mean()
-    if not exp:  # as on a GPU: the full layout only, nothing to score again
+    if not packs:  # as on a GPU: the full layout only, nothing to score again
         assert measure._packed_width == measure._full_width and rescored == 0
     else:
         assert (0.3 < rescored < 0.95) if overflow == 0.9 else rescored < 0.1
-    monkeypatch.setattr(acc, "_CPU_CHUNK", chunk)
     alone = scores([12], slice(2, 3))
     pair = scores([13, 14], slice(3, 5))
     for pos, s in whole.items():
@@ -434,6 +391,15 @@ def test_an_unexpected_extra_unet_evaluation_is_a_clear_error(tiny_pipe, concept
         measure.end_evaluation(4)
     with pytest.raises(RuntimeError, match="did not vote"):
         measure.flush()
+    # votes scored but not yet counted are never dropped by the next batch
+    measure = VoteMeasure(registry, WordBank.build(tiny_pipe, concepts), 4, tiny_pipe.device)
+    measure.set_batch(0, [0])
+    for layer in registry.layers:
+        attn = tiny_pipe.unet.get_submodule(layer.module_name)
+        measure.record(attn, layer, torch.randn(1, attn.heads, 4, attn.to_q.out_features // attn.heads))
+    measure.end_evaluation(0)
+    with pytest.raises(RuntimeError, match="before the last one's votes were flushed"):
+        measure.set_batch(0, [1])
 
 
 def _toy_bank(token_counts: list[list[int]]) -> WordBank:
@@ -493,6 +459,6 @@ def test_packed_and_full_layouts_hold_each_chosen_word(tiny_pipe, monkeypatch, k
             slots = [int(s) for s in lay.gather[at, :, c] if lay.weight[at, 0, s] > 0]
             assert [int(lay.idx[at, s]) for s in slots] == list(bank.word_tokens[c, w, : counts[c][w]])
             assert all(float(lay.weight[at, 0, s]) == np.float32(1 / counts[c][w]) for s in slots)
-        used = lay.keep[at, :, 0]
+        used = lay.bias[at, 0] == 0  # the rest is padding, at -inf
         assert used.sum() == keep_sot + needed[row] - 1 and bool(used[0]) == keep_sot
-        assert torch.equal(lay.bias[at, 0] == 0, used > 0)
+        assert torch.isinf(lay.bias[at, 0][~used]).all()

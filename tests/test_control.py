@@ -19,6 +19,7 @@ from hrv.control import (
     Controller,
     Edit,
     Layout,
+    SourceMaps,
     UNetLayers,
     attention_probs,
     installed,
@@ -334,6 +335,51 @@ def test_pair_edits_change_targets_and_never_sources(tiny_pipe, edit_cls):
     ctl = Controller([edit_cls(sites=frozenset({site}))], layout=Layout(guidance=True, group=2))
     with installed(tiny_pipe.unet, ctl):
         edited = _sample(tiny_pipe, prompts, latents)
+    assert np.array_equal(edited[[0, 2]], plain[[0, 2]])
+    assert not np.allclose(edited[[1, 3]], plain[[1, 3]])
+
+
+class _SourceMapsByHand:
+    """Self attention of [source, target] groups by hand, as the maps path computed it: SDPA output;
+    in the conditional half explicit maps one row at a time, and each target head whose maps
+    differ from its source's takes ``source maps @ target values``."""
+
+    def __call__(self, attn, x, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        n, hw, _ = x.shape
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        d = q.shape[-1] // attn.heads
+        q, k, v = (t.view(n, -1, attn.heads, d).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        maps = [
+            torch.softmax((q[i : i + 1] @ k[i : i + 1].transpose(-1, -2)) * attn.scale, -1) for i in range(n)
+        ]
+        for src in range(n // 2, n, 2):
+            changed = (maps[src] != maps[src + 1]).flatten(2).any(dim=-1)[0]  # (heads,)
+            steered = (maps[src] @ v[src + 1 : src + 2])[0]
+            out[src + 1] = torch.where(changed[:, None, None], steered, out[src + 1])
+        out = out.transpose(1, 2).reshape(n, hw, -1)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def test_source_maps_equal_the_maps_copied_by_hand(tiny_pipe):
+    """SourceMaps computes only the sources' maps; the images are those of copying maps by hand
+    (bit for bit: at the first evaluation the first layer's source and target maps are equal,
+    and the target keeps the fused output there)."""
+    latents = torch.cat([initial_latents(tiny_pipe, [0], s, SIZE, SIZE) for s in (1, 2) for _ in range(2)])
+    prompts = ["a red car", "a blue car"] * 2
+    plain = _sample(tiny_pipe, prompts, latents)
+    ctl = Controller([SourceMaps()], layout=Layout(guidance=True, group=2), batch_invariant=True)
+    with installed(tiny_pipe.unet, ctl):
+        edited = _sample(tiny_pipe, prompts, latents)
+    originals = dict(tiny_pipe.unet.attn_processors)
+    for name in originals:
+        if name.endswith("attn1.processor"):
+            tiny_pipe.unet.get_submodule(name.removesuffix(".processor")).set_processor(_SourceMapsByHand())
+    try:
+        expected = _sample(tiny_pipe, prompts, latents)
+    finally:
+        tiny_pipe.unet.set_attn_processor(originals)
+    assert np.array_equal(edited, expected)
     assert np.array_equal(edited[[0, 2]], plain[[0, 2]])
     assert not np.allclose(edited[[1, 3]], plain[[1, 3]])
 

@@ -81,28 +81,19 @@ def word_choices(
     return rng.integers(0, n_words, size=(n_evals, n_layers, len(n_words)))
 
 
-# |logit| <= this bound keeps exp(logit) a normal float32 (e^-87 .. e^88), so the softmax needs no
-# max subtraction; heads whose logits may be larger take the exact softmax
-_EXP_SAFE = 80.0
 # the logits of one group of layers scored together stay below this many elements (256 MiB in float32)
 _GROUP_ELEMENTS = 2**26
-# elements of the logits processed at a time on the CPU, per thread (512 KiB in float32)
-_CPU_CHUNK = 2**17
-# recorded query elements held back before they are scored (16 MiB in float32): the layers of
-# several UNet evaluations are then scored together, in fewer and larger operations
-_DEFER_ELEMENTS = 2**22
 # the packed token-slot layout is as narrow as leaves at most this share of the word draws over
 # (scored again in the full layout)
 _OVERFLOW = 0.01
 
 
-def exp_path(device: torch.device) -> bool:
-    """Whether votes on ``device`` use the exp path where logits are bounded (see ``_pixel_sums``).
+def packs_slots(device: torch.device) -> bool:
+    """Whether votes on ``device`` use a packed layout narrower than the full one (see ``VoteMeasure``).
 
-    Only on the CPU, where the row-wise softmax over the slots (48 for the paper's concepts) is
-    slow. On a GPU the fused softmax is cheap, and choosing per head would need a host
-    synchronisation per group of layers, which stalls the kernel queue; there every head takes
-    the exact softmax, as before.
+    Only on the CPU, where a narrower layout means less work and fewer padding slots, whose exp of
+    -inf is slow there. On a GPU the pairs that overflow a packed layout would need their indices
+    copied from the host per group of layers, which waits for the kernel queue to drain.
     """
     return device.type == "cpu"
 
@@ -129,8 +120,7 @@ class _Layout:
 
     width: int
     idx: torch.Tensor  # (P, width) bank rows; padding reads row 0
-    keep: torch.Tensor  # (P, width, 1) float32: 1 on SOT (if kept) and the words' tokens
-    bias: torch.Tensor  # (P, 1, width) 0 or -inf (padding), for the exact softmax
+    bias: torch.Tensor  # (P, 1, width) 0 on SOT (if kept) and the words' tokens, -inf on padding
     weight: torch.Tensor  # (P, 1, width) 1 / tokens on each token of a word, else 0
     gather: torch.Tensor  # (P, span, N) slot of concept c's j-th token, or 0 (SOT, weight 0)
 
@@ -169,7 +159,6 @@ class _Layout:
         return cls(
             width=width,
             idx=to(idx, width),
-            keep=to(used.astype(np.float32), width, 1),
             bias=to(np.where(used, 0.0, -np.inf).astype(np.float32), 1, width),
             weight=to(weight, 1, width),
             gather=to(gather, *gather.shape[1:]),
@@ -194,7 +183,6 @@ class _Group:
     pairs: torch.Tensor  # the same on the device
     offsets: torch.Tensor  # (G * B,): where each pair's layer starts in ``keys``
     keys: torch.Tensor  # (layers * bank rows, heads, d) float32, softmax scale folded in
-    limit: torch.Tensor  # (G * B, heads): max|q_i| below this keeps every logit within _EXP_SAFE
     targets: torch.Tensor  # (G, B, heads): each pair's heads in the flattened (T, B, H) winners
 
 
@@ -202,21 +190,20 @@ class VoteMeasure:
     """Counts votes ``counts[t, c, h]`` on the device for the prompts of the current batch.
 
     The CA processors hand over their conditional-half queries (``record``); when a UNet
-    evaluation ends (``end_evaluation``) they are held back until ``_DEFER_ELEMENTS`` query
-    elements or the batch's last evaluation, then scored in groups of equal shape: a few batched
-    operations per group instead of per layer and evaluation (on the CPU each operation has a
-    fixed cost of tens of microseconds between the UNet's large kernels). Each head's winner goes
+    evaluation ends (``end_evaluation``) they are scored in groups of equal shape: a few batched
+    operations per group instead of per layer (on the CPU each operation has a fixed cost of tens
+    of microseconds between the UNet's large kernels). Each head's winner goes
     to a preallocated (T, B, H) tensor on the device, counted into ``counts`` by ``flush`` after
     the batch; nothing is copied to the host. Every (evaluation, layer, prompt, head) is scored
     on its own row of these operations, so its vote does not depend on what it was grouped with.
 
     Token slots: slot 0 is SOT, then the chosen words' tokens, packed in concept order, then
     padding up to a width that holds all but ``_OVERFLOW`` of the draws (on the CPU 48 slots for the
-    paper's concepts, where a fixed slot range per concept needs 64: a quarter less work; on a GPU
-    the full width, see ``__init__``). The few (layer,
-    prompt) pairs whose words need more are scored again in the full layout, where each concept
-    owns as many slots as its longest word has tokens. Which layout a pair takes depends on its
-    own words only, so its votes never depend on its batch.
+    paper's concepts, where a fixed slot range per concept needs 64; on a GPU the full width, see
+    ``packs_slots``). The few (layer, prompt) pairs whose words need more are scored again in the
+    full layout, where each concept owns as many slots as its longest word has tokens. Which layout
+    a pair takes depends on its own words only, so its votes never depend on its batch. Scores are
+    the exact softmax over the used slots (padding at -inf), on every device.
 
     ``strict``: on a GPU each batch element's product and pixel sums run on their own, so the same
     kernels run whatever the batch (cuBLAS and the reduction kernels choose by shape; on an H200 the
@@ -245,23 +232,19 @@ class VoteMeasure:
         span = bank.n_tokens.max(axis=1)  # full layout: slots per concept, its longest word
         self._full_start = 1 + np.concatenate([[0], np.cumsum(span)[:-1]])
         self._full_width = 1 + int(span.sum())
-        # on a GPU the full layout only: scoring the overflowing pairs again would need their indices
-        # on the device, a copy from the host per group (which waits for the kernel queue to drain)
         self._packed_width = (
-            packed_width(bank, _OVERFLOW) if exp_path(torch.device(device)) else self._full_width
+            packed_width(bank, _OVERFLOW) if packs_slots(torch.device(device)) else self._full_width
         )
-        self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._layer_stacks: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._keys: dict[int, torch.Tensor] = {}
+        self._layer_stacks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groups: dict[tuple, _Group] = {}
         self._pending: list[_Recorded] = []  # this evaluation's layers
-        self._deferred: list[_Recorded] = []  # earlier evaluations' layers, not scored yet
-        self._deferred_elements = 0
         self._winners = torch.empty(0, dtype=torch.int64, device=device)
 
     def set_batch(self, seed: int, prompt_indices: Sequence[int]) -> None:
         """Build the token-slot tables of a batch: packed for every (evaluation, layer, prompt), full
         for those whose words overflow it. Table row (t * L + l) * B + b."""
-        if self._pending or self._deferred:
+        if self._pending or bool((self._winners >= 0).any()):
             raise RuntimeError("a new batch began before the last one's votes were flushed")
         bank, n_layers = self.bank, len(self.registry.layers)
         choices = np.stack(
@@ -285,9 +268,8 @@ class VoteMeasure:
             )
         self._winners = torch.full((T, B, self.registry.n_heads), -1, dtype=torch.int64, device=self.device)
 
-    def _layer_keys(self, attn, layer: CALayer) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, heads, d) float32 keys of every bank row, softmax scale folded in, and each head's
-        largest key norm (heads,)."""
+    def _layer_keys(self, attn, layer: CALayer) -> torch.Tensor:
+        """(rows, heads, d) float32 keys of every bank row, softmax scale folded in."""
         cached = self._keys.get(layer.position)
         if cached is None:
             with torch.no_grad():
@@ -300,9 +282,7 @@ class VoteMeasure:
                 keys = k.view(k.shape[0], attn.heads, -1)
                 if attn.norm_k is not None:
                     keys = attn.norm_k(keys.transpose(0, 1)).transpose(0, 1)
-            keys = keys.float() * attn.scale
-            cached = (keys, torch.linalg.vector_norm(keys, dim=-1).amax(dim=0))
-            self._keys[layer.position] = cached
+            cached = self._keys[layer.position] = keys.float() * attn.scale
         return cached
 
     def _group(self, members: list[_Recorded]) -> _Group:
@@ -318,14 +298,11 @@ class VoteMeasure:
 
     def _new_group(self, members: list[_Recorded]) -> _Group:
         positions = tuple(dict.fromkeys(m.layer.position for m in members))  # unique, in order
-        stack = self._layer_stacks.get(positions)
-        if stack is None:
+        keys = self._layer_stacks.get(positions)
+        if keys is None:
             attns = {m.layer.position: (m.layer, m.attn) for m in members}
-            keys, norms = zip(*(self._layer_keys(attn, layer) for layer, attn in attns.values()), strict=True)
-            d = keys[0].shape[-1]
-            stack = (torch.cat(keys), _EXP_SAFE / (math.sqrt(d) * torch.stack(norms)))
-            self._layer_stacks[positions] = stack
-        keys, limits = stack
+            keys = torch.cat([self._layer_keys(attn, layer) for layer, attn in attns.values()])
+            self._layer_stacks[positions] = keys
         bank_rows = self.bank.embeddings.shape[0]
         n_layers, B, H = len(self.registry.layers), self._winners.shape[1], self.registry.n_heads
         rows = (
@@ -341,7 +318,6 @@ class VoteMeasure:
             pairs=torch.from_numpy(rows).to(self.device),
             offsets=(which * bank_rows).repeat_interleave(B),
             keys=keys,
-            limit=limits.index_select(0, which).repeat_interleave(B, dim=0),
             targets=first[:, None, None]
             + (torch.arange(B, device=self.device) * H)[None, :, None]
             + torch.arange(heads, device=self.device)[None, None, :],
@@ -352,25 +328,16 @@ class VoteMeasure:
         self._pending.append(_Recorded(-1, layer, attn, query))
 
     def end_evaluation(self, t: int) -> None:
-        """Tag the layers recorded during UNet evaluation ``t``; score what is held back once it is
-        ``_DEFER_ELEMENTS`` query elements or ``t`` is the last evaluation."""
+        """Score the layers recorded during UNet evaluation ``t``."""
+        pending, self._pending = self._pending, []
         if not 0 <= t < self.n_evals:
-            self._pending, self._deferred, self._deferred_elements = [], [], 0
             raise RuntimeError(
                 f"UNet evaluation {t} is beyond the {self.n_evals} this sampling was expected to make: "
                 "the scheduler's step count differs from hrv.accumulate.n_unet_evaluations"
             )
-        for member in self._pending:
+        for member in pending:
             member.t = t
-            self._deferred_elements += member.query.numel()
-        self._deferred += self._pending
-        self._pending = []
-        if self._deferred_elements >= _DEFER_ELEMENTS or t == self.n_evals - 1:
-            self._score_deferred()
-
-    def _score_deferred(self) -> None:
-        deferred, self._deferred, self._deferred_elements = self._deferred, [], 0
-        for members in self._same_shaped(deferred):
+        for members in self._same_shaped(pending):
             self._vote(members)
 
     def _same_shaped(self, members: list[_Recorded]) -> list[list[_Recorded]]:
@@ -396,7 +363,7 @@ class VoteMeasure:
         q = torch.stack([m.query for m in members]).float()  # (G, B, heads, HW, d)
         G, B = q.shape[:2]
         q = q.flatten(0, 1)
-        scores = self._scores(q, group.pairs, group.offsets, group.limit, group.keys, self._packed)
+        scores = self._scores(q, group.pairs, group.offsets, group.keys, self._packed)
         full_rows = self._full_row[group.rows]
         over = np.flatnonzero(full_rows >= 0)
         if len(over):
@@ -405,7 +372,6 @@ class VoteMeasure:
                 q.index_select(0, sel),
                 torch.from_numpy(full_rows[over]).to(self.device),
                 group.offsets.index_select(0, sel),
-                group.limit.index_select(0, sel),
                 group.keys,
                 self._full,
             )
@@ -413,52 +379,22 @@ class VoteMeasure:
         return scores.view(G, B, *scores.shape[1:])
 
     def _scores(
-        self,
-        q: torch.Tensor,
-        pairs: torch.Tensor,
-        offsets: torch.Tensor,
-        limit: torch.Tensor,
-        keys: torch.Tensor,
-        layout: _Layout,
+        self, q: torch.Tensor, pairs: torch.Tensor, offsets: torch.Tensor, keys: torch.Tensor, layout: _Layout
     ) -> torch.Tensor:
         """(n, heads, N) concept scores of n (layer, prompt) pairs: queries (n, heads, HW, d), their
-        rows ``pairs`` of ``layout``, where their layer's keys start in ``keys``, their exp bounds."""
-        n, heads, hw, d = q.shape
+        rows ``pairs`` of ``layout``, where their layer's keys start in ``keys``."""
+        n, heads, _, d = q.shape
         width = layout.width
         idx = layout.idx.index_select(0, pairs)  # (n, slots)
         # index_select, not advanced indexing: the same gather at a fraction of the fixed cost
         k = keys.index_select(0, (idx + offsets[:, None]).view(-1))
         k = k.view(n, width, heads, d).permute(0, 2, 3, 1).contiguous()  # (n, heads, d, slots)
-        bias = layout.bias.index_select(0, pairs).view(n, 1, 1, width)  # padding at -inf: exact paths
-        if not exp_path(q.device):
-            if self.strict:
-                sums = [
-                    self._softmax_sums(torch.matmul(q[i : i + 1], k[i : i + 1]), bias[i : i + 1])
-                    for i in range(n)
-                ]
-                probs = torch.cat(sums)
-            else:
-                probs = self._softmax_sums(torch.matmul(q, k), bias)
+        bias = layout.bias.index_select(0, pairs).view(n, 1, 1, width)
+        if self.strict:
+            probs = torch.cat([_softmax_sums(q[i : i + 1], k[i : i + 1], bias[i : i + 1]) for i in range(n)])
         else:
-            # (prompt, head) pairs as one batch dimension of 3-D products (torch.bmm: the same
-            # kernels as torch.matmul's, without its per-call broadcasting work)
-            n_rows = n * heads
-            safe = (q.abs().amax(dim=(2, 3)) <= limit).view(n_rows)
-            safe = None if bool(safe.all()) else safe  # checked once per group, not per chunk
-            q, k = q.view(n_rows, hw, d), k.view(n_rows, d, width)
-            keep = layout.keep.index_select(0, pairs).view(n, 1, width, 1).expand(n, heads, width, 1)
-            keep = keep.reshape(n_rows, width, 1)
-            if safe is not None:  # only the exact fallback adds the padding's -inf
-                bias = bias.expand(n, heads, 1, width).reshape(n_rows, 1, width)
-            # the (chunk, HW, slots) logits are sized to stay in the cores' L2 caches through their
-            # four passes (tiny model, 1 thread: the vote took 20% less time)
-            step = heads * max(1, _CPU_CHUNK * torch.get_num_threads() // (heads * hw * width))
-            probs = q.new_empty((n_rows, 1, width))
-            for i in range(0, n_rows, step):
-                part = slice(i, i + step)
-                fallback = (None, None) if safe is None else (bias[part], safe[part])
-                self._pixel_sums(q[part], k[part], keep[part], *fallback, probs[part])
-        probs = probs.view(n, heads, width) * layout.weight.index_select(0, pairs)
+            probs = _softmax_sums(q, k, bias)
+        probs = probs * layout.weight.index_select(0, pairs)
         # a concept's score: its slots added in a fixed order (bitwise the same on every device and
         # batch, unlike a product with a 0/1 matrix whose kernel depends on the row count)
         gather = layout.gather.index_select(0, pairs)  # (n, span, N)
@@ -468,44 +404,10 @@ class VoteMeasure:
             scores = scores + probs.gather(-1, gather[:, None, j].expand(n, heads, n_concepts))
         return scores
 
-    @staticmethod
-    def _softmax_sums(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """The exact path: softmax over the slots (padding at -inf), summed over pixels."""
-        return torch.softmax(logits + bias, dim=-1).sum(dim=-2)
-
-    @staticmethod
-    def _pixel_sums(q, k, keep, bias, safe, out: torch.Tensor) -> None:
-        """Into ``out`` (rows, 1, slots), a row per (prompt, head): the softmax over the used slots,
-        summed over pixels (the spec's mean up to the constant 1/HW, which leaves the argmax alone).
-
-        Where every logit is at most ``_EXP_SAFE`` in magnitude (Cauchy-Schwarz on the largest query
-        entry and key norm, else the logits' own extremes), exp cannot overflow or go subnormal,
-        so the softmax is exp, a masked sum over the slots and a product with the reciprocal sums:
-        three passes over the logits instead of a softmax, a sum and a mask (on the CPU the row-wise
-        softmax over the slots cost 5x an exp). Other heads take the exact softmax, chosen per
-        batch element and head, so a prompt's votes never depend on its batch. Every product has
-        a batch dimension of at least ``heads`` (chunks are whole prompts): CPU BLAS rounds a batch of
-        one differently.
-        """
-        logits = torch.bmm(q, k)  # (rows, HW, slots), already scaled
-        exact = None
-        if safe is not None and not bool(safe.all()):  # None: the whole group is known to be safe
-            lo, hi = torch.aminmax(logits.flatten(1), dim=-1)
-            safe = torch.maximum(hi, -lo) <= _EXP_SAFE
-            if not bool(safe.all()):
-                exact = VoteMeasure._softmax_sums(logits, bias)
-        e = logits.exp_()
-        z = torch.bmm(e, keep)  # (rows, HW, 1): padding left out of the sums
-        torch.bmm(z.transpose(1, 2).reciprocal_(), e, out=out)
-        if exact is not None:
-            out.copy_(torch.where(safe[:, None, None], out, exact[:, None, :]))
-
     def flush(self) -> None:
         """Add the batch's votes to ``counts`` (on the device, one scatter for the whole batch)."""
         if self._pending:
             raise RuntimeError("queries were recorded after the last UNet evaluation ended")
-        if self._deferred:
-            self._score_deferred()
         T, B, H = self._winners.shape
         if bool((self._winners < 0).any()):
             raise RuntimeError("a cross-attention layer did not vote at some UNet evaluation")
@@ -515,6 +417,13 @@ class VoteMeasure:
         flat = (self._winners * H + heads + base).view(-1)
         self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
         self._winners.fill_(-1)
+
+
+def _softmax_sums(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(n, heads, slots): the softmax over the slots (padding at -inf by ``bias``) summed over pixels,
+    the spec's mean up to the constant 1/HW, which leaves the argmax alone. Every product keeps the
+    heads in its batch dimension: CPU BLAS rounds a batch of one differently."""
+    return torch.softmax(torch.matmul(q, k) + bias, dim=-1).sum(dim=-2)
 
 
 @dataclass(eq=False)

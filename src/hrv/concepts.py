@@ -41,6 +41,7 @@ def read_concepts(path: str | Path) -> ConceptSet:
             )
         order: list[str] = []
         words: dict[str, list[str]] = {}
+        seen: dict[str, tuple[int, str]] = {}  # word (lower case) -> (line, concept) of its first row
         for line_no, row in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
             concept, word = row["concept"], row["word"]
@@ -50,6 +51,13 @@ def read_concepts(path: str | Path) -> ConceptSet:
                 order.append(concept)
                 words[concept] = []
             if word:
+                if word.lower() in seen:
+                    first_line, first_concept = seen[word.lower()]
+                    raise HRVInputError(
+                        f"concept file {path}: the word {word!r} is in line {first_line} ({first_concept})"
+                        f" and line {line_no} ({concept}); each word may appear once: remove one of the rows"
+                    )
+                seen[word.lower()] = (line_no, concept)
                 words[concept].append(word)
     if not order:
         raise HRVInputError(f"concept file {path} has no concepts")

@@ -8,6 +8,7 @@ of a list under the file's ``items:``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import string
@@ -50,7 +51,8 @@ class Experiment:
         out = []
         for i, combo in enumerate(itertools.product(*lists)):
             chosen = dict(zip(slots, combo, strict=True))
-            out.append(WeakeningPrompt(i, self.template.format(**chosen), chosen, chosen[self.scored]))
+            text = self.template.format(**chosen)
+            out.append(WeakeningPrompt(i, text, chosen, scored_text(text, self.items[self.scored])))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +63,13 @@ class Experiment:
             **{f"items_{s}": list(v) for s, v in self.items.items()},
             "scored": self.scored,
         }
+
+
+def scored_text(prompt: str, items: Sequence[str]) -> str:
+    """The CLIP text of a prompt: the first of the scored slot's items that occurs in it, as the
+    released scoring chose it. Usually the prompt's own item, but an earlier item that is part of it
+    wins: "table" for "photo of a coffee table" (the paper's furniture list has "table" first)."""
+    return next(item for item in items if item in prompt)
 
 
 def slugify(text: str) -> str:
@@ -150,8 +159,12 @@ def load_experiments(
     *,
     select: Sequence[str] | None = None,
     concepts: Iterable[str] | None = None,
+    missing_hint: str = "",
 ) -> list[Experiment]:
-    """The experiments of ``path`` (the paper's YAML) plus ``extra`` ones, optionally only ``select``."""
+    """The experiments of ``path`` (the paper's YAML) plus ``extra`` ones, optionally only ``select``.
+
+    ``concepts``: the HRVs' concepts; a selected experiment that weakens another concept is an
+    error that ends with ``missing_hint`` (what to do); unselected ones are not checked."""
     import yaml
 
     data: dict[str, Any] = {}
@@ -163,9 +176,8 @@ def load_experiments(
         if not isinstance(data, dict):
             raise HRVInputError(f"{path} must be a mapping with 'items' and 'experiments'")
     named = {str(k): list(v or []) for k, v in (data.get("items") or {}).items()}
-    concepts = list(concepts) if concepts is not None else None
     specs = list(data.get("experiments") or []) + list(extra or [])
-    exps = [parse_experiment(s, named, concepts) for s in specs]
+    exps = [parse_experiment(s, named) for s in specs]
     names = [e.name for e in exps]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -180,6 +192,15 @@ def load_experiments(
             raise HRVInputError(f"unknown weakening experiment(s) {unknown}; known: {', '.join(names)}")
         exps = [e for e in exps if e.name in set(select)]
         exps.sort(key=lambda e: list(select).index(e.name))
+    if concepts is not None:  # only the selected experiments must name a known concept
+        known = {c.lower(): c for c in concepts}
+        for e in exps:
+            if e.concept.lower() not in known:
+                raise HRVInputError(
+                    f"weakening experiment {e.name!r} weakens concept {e.concept!r}, which the HRVs lack"
+                    f" (they have {', '.join(known.values())}); {missing_hint or 'choose other experiments'}"
+                )
+        exps = [dataclasses.replace(e, concept=known[e.concept.lower()]) for e in exps]
     return exps
 
 

@@ -152,7 +152,9 @@ def _font(size: int):
 def save_grid(
     rows: Mapping[str, Sequence], column_labels: Sequence[str], out: str | Path, title: str | None = None
 ) -> Path:
-    """One labelled row of images per entry of ``rows`` (e.g. SD and SD-HRV), one column per seed."""
+    """One labelled row of images per entry of ``rows`` (e.g. SD and SD-HRV), one column per seed;
+    ``title`` may have several lines. Labels are at least 16 px high, readable at 100% zoom even
+    beside the tiny model's 64-pixel images."""
     from PIL import Image, ImageDraw
 
     names = list(rows)
@@ -160,16 +162,17 @@ def save_grid(
         raise HRVInputError("nothing to put in a grid")
     w, h = rows[names[0]][0].size
     n_cols = len(rows[names[0]])
-    size = max(10, min(h, w) // 8)
+    size = max(16, min(h, w) // 10)
     font = _font(size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = int(max(measure.textlength(n, font=font) for n in names) + size)
-    top = 2 * size + (2 * size if title else 0)
-    width = max(left + n_cols * w, int(measure.textlength(title, font=font)) + size if title else 0)
+    lines = title.splitlines() if title else []
+    top = 2 * size + int(1.3 * size) * len(lines) + (size // 2 if lines else 0)
+    width = max([left + n_cols * w] + [int(measure.textlength(t, font=font)) + size for t in lines])
     grid = Image.new("RGB", (width, top + len(names) * h), "white")
     draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((size // 2, size // 2), title, fill="black", font=font)
+    for i, line in enumerate(lines):
+        draw.text((size // 2, size // 2 + int(1.3 * size) * i), line, fill="black", font=font)
     for c, label in enumerate(column_labels):
         draw.text((left + c * w + size // 4, top - 1.5 * size), str(label), fill="black", font=font)
     for r, name in enumerate(names):
@@ -201,9 +204,29 @@ class SteeringResult:
     baseline: list
     sampling: dict[str, Any] = field(default_factory=dict)
 
+    def description(self) -> str:
+        """What was steered, in words: the token, the method and the concepts."""
+        s = self.steering
+        token = self.token if isinstance(self.token, str) else f"token(s) {self.token}"
+        what = (
+            f"adjusting: towards {s.desired}, away from {s.undesired}"
+            if s.undesired is not None
+            else f"strengthening {s.desired}"
+        )
+        extra = "" if s.clamp is None else f", clamp {s.clamp:g}"
+        return f'"{token}": {what}{extra}'
+
     def save(self, out: str | Path) -> Path:
         """``steered/seed_<s>.png``, ``baseline/seed_<s>.png``, ``grid.png``, ``steering.json``."""
-        out = Path(out)
+        from hrv.io import atomic_dir
+
+        final = Path(out)
+        # the whole folder at once: a new run's images never mix with an earlier run's
+        with atomic_dir(final, owner="hrv generate") as tmp:
+            self._write(tmp)
+        return final
+
+    def _write(self, out: Path) -> None:
         for name, images in (("steered", self.steered), ("baseline", self.baseline)):
             for seed, image in zip(self.seeds, images, strict=True):
                 save_image(image, out / name / f"seed_{seed:04d}.png")
@@ -212,7 +235,7 @@ class SteeringResult:
             {"SD": self.baseline, label: self.steered},
             [f"seed {s}" for s in self.seeds],
             out / "grid.png",
-            title=self.prompt,
+            title=f"{self.prompt}\n{self.description()}",
         )
         meta = {
             "prompt": self.prompt,
@@ -228,7 +251,6 @@ class SteeringResult:
             "rescaling_vector": [round(float(v), 6) for v in self.vector],
         }
         write_text_atomic(out / "steering.json", json.dumps(meta, indent=2) + "\n")
-        return out
 
 
 def steer(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hrv.errors import HRVInputError
-from hrv.io import atomic_path
+from hrv.io import write_npz
 
 
 def normalize(counts: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -76,16 +76,15 @@ class HRVSet:
         return self.hrv[self.index(concept)]
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            np.savez(
-                tmp,
-                hrv=self.hrv.astype(np.float32),
-                hrv_per_timestep=self.hrv_per_timestep.astype(np.float32),
-                counts=self.counts.astype(np.int64),
-                concepts=np.array(self.concepts, dtype=str),
-                heads=np.array(self.heads, dtype=str),
-                meta=np.array(json.dumps(self.meta, sort_keys=True)),
-            )
+        write_npz(
+            path,
+            hrv=self.hrv.astype(np.float32),
+            hrv_per_timestep=self.hrv_per_timestep.astype(np.float32),
+            counts=self.counts.astype(np.int64),
+            concepts=np.array(self.concepts, dtype=str),
+            heads=np.array(self.heads, dtype=str),
+            meta=np.array(json.dumps(self.meta, sort_keys=True)),
+        )
 
     def check_heads(self, heads: list[str]) -> None:
         """Raise a clear error if this HRV's head names are not the model's (same order)."""

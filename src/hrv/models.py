@@ -19,13 +19,6 @@ import torch
 
 from hrv.errors import HRVInputError
 
-KNOWN_HUB_IDS = {
-    "sd14": "CompVis/stable-diffusion-v1-4",
-    "sd15": "runwayml/stable-diffusion-v1-5",
-    "sd21": "stabilityai/stable-diffusion-2-1-base",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
-
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -158,7 +151,7 @@ def save_tiny_model(folder: str | Path, cfg: TinyConfig | None = None) -> Path:
     """Materialise the tiny model as a diffusers folder (written beside, then renamed: atomic)."""
     from hrv.io import atomic_dir
 
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, owner="hrv build-tiny") as tmp:
         pipe = build_tiny_pipeline(cfg, tokenizer_dir=tmp / "_tok")
         shutil.rmtree(tmp / "_tok")
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -166,9 +159,24 @@ def save_tiny_model(folder: str | Path, cfg: TinyConfig | None = None) -> Path:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``; anything else, or CUDA on a
+    machine without it, is refused with a message."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise HRVInputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise HRVInputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HRVInputError(f"device {device!r}: CUDA is not available here; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise HRVInputError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return dev
 
 
 def unet_device(pipe) -> torch.device:
@@ -200,16 +208,54 @@ def _from_pretrained(source: str, torch_dtype: torch.dtype, **kwargs: Any):
         return DiffusionPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
 
 
-def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto", **kwargs: Any):
-    """Load a diffusers text-to-image pipeline from a local folder or a hub id.
+def model_preset(source: str) -> dict[str, Any] | None:
+    """The preset ``source`` names (``tiny``, ``sd14``, ...), or the preset whose hub id it is."""
+    from hrv.config import presets, resolve_model
 
-    A missing model gets an error that says how to provide it; nothing is downloaded when
+    names = presets("model")
+    if source in names:
+        return resolve_model(source)
+    if "/" in source and not Path(source).expanduser().exists():
+        for name in names:
+            spec = resolve_model(name)
+            if spec["source"] == source:
+                return spec
+    return None
+
+
+def set_scheduler(pipe, name: str | None) -> None:
+    """Replace the pipeline's scheduler by the class ``name`` (its own config otherwise kept); PNDM
+    skips the Runge-Kutta warm-up, as SD v1.4's scheduler does (51 UNet evaluations for 50 steps)."""
+    if name is None or type(pipe.scheduler).__name__ == name:
+        return
+    import diffusers
+
+    extra = {"skip_prk_steps": True} if name == "PNDMScheduler" else {}
+    pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config, **extra)
+
+
+def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto", **kwargs: Any):
+    """Load a diffusers text-to-image pipeline: a preset name, a local folder or a hub id.
+
+    Presets work from any current folder: ``tiny`` loads ``resources/models/tiny`` if it was built
+    (from here or from the checkout) and is built in memory otherwise; ``toy`` loads the shipped
+    folder. A preset's ``scheduler`` replaces the pipeline's own (the ``sdxl`` preset: PNDM). A
+    missing model gets an error that says how to provide it; nothing is downloaded when
     ``HF_HUB_OFFLINE=1`` (the tests' setting).
     """
+    from hrv.config import hub_model_cached, not_cached_message, shipped
+
     source = str(source)
-    source = KNOWN_HUB_IDS.get(source, source)
+    spec = model_preset(source)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    if spec is not None:
+        source = str(shipped(spec["source"]))
+        if spec.get("build") == "tiny" and not Path(source).is_dir():
+            pipe = build_tiny_pipeline(TinyConfig(seed=int(spec.get("tiny_seed") or 0)))
+            pipe = pipe.to(dev) if torch_dtype == torch.float32 else pipe.to(dev, torch_dtype)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
     local = Path(source).expanduser()
     if local.is_dir():
         if not (local / "model_index.json").is_file():
@@ -228,18 +274,26 @@ def load_pipeline(source: str | Path, device: str = "auto", dtype: str = "auto",
             " or point `model` at a diffusers pipeline folder"
         )
     else:
+        from huggingface_hub import constants
+
+        from hrv.config import resolve_model
+
+        resolve_model(source)  # a bare name that is no preset: the list of presets
+        if constants.HF_HUB_OFFLINE and not hub_model_cached(source):
+            raise HRVInputError(not_cached_message(source))  # before diffusers' own offline warnings
         if source.startswith(("CompVis/", "runwayml/", "stable-diffusion-v1-5/")):
             kwargs.setdefault("safety_checker", None)
             kwargs.setdefault("requires_safety_checker", False)
         try:
             pipe = _from_pretrained(source, torch_dtype, **kwargs)
         except (OSError, ValueError) as err:
+            if not hub_model_cached(source):
+                raise HRVInputError(not_cached_message(source)) from err
             raise HRVInputError(
-                f"model {source!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
-                f"It is neither a local folder nor in the Hugging Face cache. On a machine with network run"
-                f" `huggingface-cli download {source}` (or save the pipeline with save_pretrained) and set"
-                f" `model` to that folder; offline runs need HF_HUB_OFFLINE=1 and a filled cache."
+                f"model {source!r} is in the Hugging Face cache but could not be loaded"
+                f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
             ) from err
+    set_scheduler(pipe, spec.get("scheduler") if spec else None)
     pipe = pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     return pipe

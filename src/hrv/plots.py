@@ -35,6 +35,9 @@ def save_png(fig, out: str | Path, dpi: int) -> Path:
 def heatmap(
     hrv: HRVSet, out: str | Path, cmap: str = "viridis", dpi: int = 150, vmax: float | None = None
 ) -> Path:
+    """Concepts x heads. The colour scale ends at ``vmax`` (default: the 99.5th percentile, so that a
+    few very large values do not leave the rest dark); larger values are drawn in the top colour,
+    and the colour bar then says so, with an arrow and the largest value."""
     from hrv.heads import parse_head  # imports torch: only when a heat map is drawn
 
     plt = pyplot()
@@ -43,7 +46,10 @@ def heatmap(
     layers = [parse_head(h)[:2] for h in hrv.heads]
     width = min(max(8.0, n_h * 0.08), 40.0)
     fig, ax = plt.subplots(figsize=(width, max(4.0, n_c * 0.25)))
+    at = "" if vmax is not None else "p99.5 = "
     vmax = vmax if vmax is not None else float(np.percentile(hrv.hrv, 99.5)) or 1.0
+    clipped = bool(hrv.hrv.max() > vmax)
+    label = f"HRV (colours clipped at {at}{vmax:.3g}; max {hrv.hrv.max():.3g})" if clipped else "HRV"
     im = ax.imshow(hrv.hrv, aspect="auto", cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
     ax.set_yticks(range(n_c), hrv.concepts, fontsize=7)
     # one vertical line between layers, one tick label per layer
@@ -56,6 +62,7 @@ def heatmap(
     ax.set_xticks(centers[::step], labels[::step], rotation=90, fontsize=6)
     ax.set_xlabel("cross-attention layer (heads in order inside each)")
     ax.set_title(f"Head Relevance Vectors ({n_c} concepts x {n_h} heads; mean 1 per concept)")
-    fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="HRV")
+    bar = fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, extend="max" if clipped else "neither")
+    bar.set_label(label, fontsize=8)
     fig.tight_layout()
     return save_png(fig, out, dpi)

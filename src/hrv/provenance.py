@@ -80,9 +80,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def model_identity(source: str, root: str | Path = ".") -> dict[str, Any]:
     """A local folder: sha256 of each file; a hub id: the revision in the local cache, if any."""
-    from hrv.models import KNOWN_HUB_IDS
+    from hrv.models import model_preset
 
-    source = KNOWN_HUB_IDS.get(source, source)
+    spec = model_preset(source)
+    source = spec["source"] if spec is not None else source
     local = Path(source).expanduser()
     if not local.is_absolute():
         local = Path(root) / local

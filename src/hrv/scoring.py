@@ -1,9 +1,9 @@
 """CLIP scores of weakened images and their tables: mean and standard error per (order, k).
 
 The score of an image is the CLIP cosine between it and the weakened concept's item alone
-(``scored_text`` in the sweep's manifests). The standard error is the sample standard deviation
-(ddof 1) over all images of an (order, k) cell, seeds and prompts pooled, divided by sqrt(n);
-it is written as 0 for a cell of a single image.
+(``scored_text`` in the sweep's manifests, see ``hrv.experiments.scored_text``). The standard
+error is the sample standard deviation (ddof 1) over all images of an (order, k) cell, seeds and
+prompts pooled, divided by sqrt(n); a cell of a single image has none (NaN, an empty CSV field).
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def summarize(scores):
     """Mean, standard error and count of ``clip`` per (experiment, concept, order, k)."""
     keys = [c for c in ("experiment", "concept", "order", "k") if c in scores.columns]
     grouped = scores.groupby(keys, sort=True)["clip"]
-    table = grouped.agg(mean="mean", std=lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, n="size")
+    table = grouped.agg(
+        mean="mean", std=lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"), n="size"
+    )
     table["sem"] = table["std"] / np.sqrt(table["n"])
     return table.drop(columns="std").reset_index()
 

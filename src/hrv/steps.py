@@ -13,7 +13,7 @@ from hrv.concepts import read_concepts
 from hrv.errors import HRVInputError
 from hrv.heads import HeadRegistry, to_short_names
 from hrv.hrvfile import HRVSet, load_hrv
-from hrv.io import atomic_path, write_text_atomic
+from hrv.io import atomic_path, write_npz, write_text_atomic
 
 
 def run_shard(
@@ -60,6 +60,8 @@ def run_shard(
     )
     meta = {
         "model": str(model),
+        "scheduler": type(pipe.scheduler).__name__,
+        "prompts_sha256": prompts_hash(by_index),
         "seed": seed,
         "sampling": dict(sampling),
         "keep_sot": keep_sot,
@@ -68,28 +70,92 @@ def run_shard(
         "dtype": str(pipe.unet.dtype),
         "device": str(pipe.device),
     }
-    with atomic_path(out) as tmp:
-        np.savez(
-            tmp,
-            counts=counts,
-            indices=np.array(indices, dtype=np.int64),
-            concepts=np.array(concepts.names, dtype=str),
-            heads=np.array(registry.names(), dtype=str),
-            meta=np.array(json.dumps(meta, sort_keys=True)),
-        )
+    write_npz(
+        out,
+        counts=counts,
+        indices=np.array(indices, dtype=np.int64),
+        concepts=np.array(concepts.names, dtype=str),
+        heads=np.array(registry.names(), dtype=str),
+        meta=np.array(json.dumps(meta, sort_keys=True)),
+    )
     return Path(out)
+
+
+def prompts_hash(prompts: dict[int, str]) -> str:
+    """sha256 of a shard's prompts with their indices: shards of other prompt files differ."""
+    import hashlib
+
+    text = json.dumps(sorted((int(i), str(p)) for i, p in prompts.items()), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # shard settings that must agree for their counts to be summed (the device may differ: a cluster's
 # shards can run on different machines; dtype and batching change rounding, so they must agree too)
-_SHARD_SETTINGS = ("model", "seed", "sampling", "keep_sot", "dtype", "batch_size", "batch_invariant")
+_SHARD_SETTINGS = (
+    "model",
+    "scheduler",
+    "seed",
+    "sampling",
+    "keep_sot",
+    "dtype",
+    "batch_size",
+    "batch_invariant",
+)
 
 
-def merge_shards(shard_paths: Sequence[str | Path], concepts_csv: str | Path | None = None) -> HRVSet:
-    """Sum shard counts after checking they fit together (same concepts, heads, evaluations)."""
+def _check_prompts(shards: dict[str, tuple[list[int], dict]], prompts: Sequence[str]) -> None:
+    """Each shard was computed from these prompts (its hash), and together they cover all of them."""
+    for path, (indices, meta) in shards.items():
+        outside = [i for i in indices if not 0 <= i < len(prompts)]
+        if outside:
+            raise HRVInputError(
+                f"shard {path} holds prompt indices up to {max(outside)}, but the prompt files give"
+                f" {len(prompts)} prompts: it was computed from other prompt files; re-run it"
+            )
+        recorded = meta.get("prompts_sha256")
+        if recorded is None:
+            raise HRVInputError(
+                f"shard {path} records no hash of its prompts (written by an older hrv); re-run it"
+            )
+        if recorded != prompts_hash({i: prompts[i] for i in indices}):
+            raise HRVInputError(
+                f"shard {path} (prompts {min(indices)}-{max(indices)}) was computed from other prompts"
+                " than the prompt files give; re-run that shard with these prompt files"
+            )
+    covered = {i for indices, _ in shards.values() for i in indices}
+    missing = [i for i in range(len(prompts)) if i not in covered]
+    if missing:
+        raise HRVInputError(
+            f"the shards leave out prompt indices {_ranges(missing)} ({len(missing)} of {len(prompts)} prompts):"
+            " a shard is missing; run it and merge all shards"
+        )
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5' (the first few runs)."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    text = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs[:5])
+    return text + (", ..." if len(runs) > 5 else "")
+
+
+def merge_shards(
+    shard_paths: Sequence[str | Path],
+    concepts_csv: str | Path | None = None,
+    prompts: Sequence[str] | None = None,
+) -> HRVSet:
+    """Sum shard counts after checking they fit together (same concepts, heads, evaluations).
+
+    ``prompts``: the whole prompt list the shards were cut from; then each shard's recorded prompt
+    hash must match it and the shards must cover every prompt (no shard missing)."""
     if not shard_paths:
         raise HRVInputError("no shard files to merge")
     total, seen, ref = None, {}, None
+    by_shard: dict[str, tuple[list[int], dict]] = {}
     for path in shard_paths:
         path = Path(path)
         try:
@@ -114,15 +180,20 @@ def merge_shards(shard_paths: Sequence[str | Path], concepts_csv: str | Path | N
                         f"shard {path} was computed with {key} = {meta.get(key)!r}, the first shard with"
                         f" {ref[3].get(key)!r}; re-run the shards with one setting"
                     )
+        by_shard[str(path)] = (indices.tolist(), meta)
         for i in indices.tolist():
             if i in seen:
                 raise HRVInputError(f"prompt {i} is in both {seen[i]} and {path}; shards must not overlap")
             seen[i] = path
         total += counts
     assert ref is not None and total is not None
-    missing = sorted(set(range(len(seen))) - set(seen))
+    if prompts is not None:
+        _check_prompts(by_shard, prompts)
+    missing = sorted(set(range(max(seen) + 1)) - set(seen))
     if missing:
-        raise HRVInputError(f"shards leave out prompt indices {missing[:10]}...; re-run with all shards")
+        raise HRVInputError(
+            f"the shards leave out prompt indices {_ranges(missing)}: a shard is missing; merge all shards"
+        )
     concepts, heads, _, meta = ref
     if concepts_csv is not None:
         expected = list(read_concepts(concepts_csv).names)
@@ -158,8 +229,9 @@ def merge(
     out_csv: str | Path,
     out_ranking: str | Path,
     concepts_csv: str | Path | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> HRVSet:
-    hrv = merge_shards(shard_paths, concepts_csv)
+    hrv = merge_shards(shard_paths, concepts_csv, prompts)
     hrv.save(out_npz)
     write_tables(hrv, out_csv, out_ranking)
     return hrv
@@ -182,9 +254,11 @@ def import_official(
     Columns are re-ordered by (section, layer, head) so they follow the registry's execution
     order whatever order the released file used. Counts were not released: ``counts`` is empty.
     """
+    from hrv.config import shipped
+
     if which not in OFFICIAL:
         raise HRVInputError(f"unknown official HRV set {which!r}; choose one of {', '.join(OFFICIAL)}")
-    ref = Path(reference_dir)
+    ref, concepts_csv = shipped(reference_dir), shipped(concepts_csv)  # the defaults from any folder
     hrv_file, head_file, per_t_file = OFFICIAL[which]
     for f in filter(None, (hrv_file, head_file)):
         if not (ref / f).is_file():

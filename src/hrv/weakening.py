@@ -32,15 +32,18 @@ from hrv.models import initial_latents
 def head_order(values: np.ndarray, order: str, seed: int = 0) -> np.ndarray:
     """Head indices in the order they are weakened (the first k are weakened for a given k).
 
-    MoRHF: largest HRV first; LeRHF: smallest first; ties go to the lower head index in both
-    (stable sort). ``random``: a permutation drawn from ``numpy.random.default_rng(seed)``,
-    independent of the values.
+    LeRHF: smallest HRV first, ties to the lower head index; MoRHF: exactly LeRHF reversed, so ties
+    go to the higher head index, as in the released head lists (``np.argsort(v)`` and
+    ``np.argsort(v)[::-1]``). The released code used numpy's default sort, whose order among equal
+    values depends on numpy's version and the CPU's SIMD sort; a stable sort is the same on every
+    machine and agreed with more of the released lists' tie groups (benchmarks/README.md).
+    ``random``: a permutation drawn from ``numpy.random.default_rng(seed)``, independent of the values.
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
         raise HRVInputError(f"an HRV must be a non-empty vector over heads, got shape {values.shape}")
     if order == "MoRHF":
-        return np.argsort(-values, kind="stable")
+        return np.argsort(values, kind="stable")[::-1].copy()
     if order == "LeRHF":
         return np.argsort(values, kind="stable")
     if order == "random":
@@ -193,10 +196,12 @@ def run_job(
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,
+    owner: str | None = None,
 ) -> Path:
     """Sample one (experiment, order, seed, k batch) job: ``out_dir/k<k>/<prompt slug>.png`` + manifest.
 
-    The directory is filled beside its final name and renamed when complete (atomic).
+    The directory is filled beside its final name and renamed when complete (atomic). ``owner``:
+    the command, for a folder the user named (``hrv.io.atomic_dir``); None = a workflow output.
     """
 
     import pandas as pd
@@ -217,7 +222,7 @@ def run_job(
     prompts = exp.prompts(max_items)
     out_dir = Path(out_dir)
     rows = []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owner=owner) as tmp:
         for prompt in tqdm(
             prompts, desc=f"{exp.name}/{order}/seed{seed}", unit="prompt", disable=not progress
         ):

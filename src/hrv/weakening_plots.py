@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def area_summary(
 
 
 def image_grid(
-    manifest, out: str | Path, prompt_indices: Sequence[int], seed: int, title: str = "", dpi: int = 100
+    manifest, out: str | Path, prompt_indices: Sequence[int], seed: int, title: str = "", dpi: int = 150
 ) -> Path:
     """Rows = orders (per chosen prompt), columns = k; like the paper's Figure 3a."""
     from PIL import Image
@@ -151,7 +152,7 @@ def image_grid(
     blocks = [(p, o) for p in sorted(set(part["prompt_index"])) for o in orders]
     plt = pyplot()
     fig, axes = plt.subplots(
-        len(blocks), len(ks), figsize=(1.1 * len(ks) + 1.2, 1.15 * len(blocks) + 0.5), squeeze=False
+        len(blocks), len(ks), figsize=(1.3 * len(ks) + 1.6, 1.3 * len(blocks) + 0.6), squeeze=False
     )
     lookup = {(r.prompt_index, r.order, r.k): r for r in part.itertuples()}
     for i, (p, order) in enumerate(blocks):
@@ -164,10 +165,10 @@ def image_grid(
                 with Image.open(row.image) as im:
                     ax.imshow(np.asarray(im.convert("RGB")))
             if i == 0:
-                ax.set_title(f"k={k}", fontsize=7)
+                ax.set_title(f"k={k}", fontsize=9)
             if j == 0:
                 text = row.prompt if row is not None else ""
-                ax.set_ylabel(f"{order}\n{text[:28]}", fontsize=6)
-    fig.suptitle(title, fontsize=9)
+                ax.set_ylabel(f"{order}\n" + textwrap.fill(text, 22, max_lines=3), fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_png(fig, out, dpi)

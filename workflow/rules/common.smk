@@ -1,5 +1,7 @@
 # Shared inputs of the rules: the model folder (when it is local or built) and the shard plan.
 MODEL = config["model_spec"]
+hrv.config.check_model_available(MODEL)  # a missing folder or uncached hub id fails here, not in a job
+hrv.config.check_clip_available(config["clip"])  # the CLIP weights of the scoring jobs, likewise
 SHARDS = shard_plan(config["hrv"], workflow.basedir)
 SHARD_IDS = [f"{k:03d}" for k in range(len(SHARDS))]
 

@@ -6,14 +6,25 @@ import re
 from hrv.editing.sets import read_set, set_path
 from hrv.editing.stage import chunk_pairs, job_paths, plan_jobs
 from hrv.polysemy import hrv_source
+from hrv.workflow import check_stage_concepts, stage_concepts, switch_off_hint
 
 EDIT = config["editing"]
 EDIT_SETS = {
     name: read_set(name, set_path(name))[: EDIT["max_pairs"]] for name in EDIT["sets"]
 }
+if not EDIT["enabled"]:  # stage switched off: no jobs
+    EDIT_SETS = {}
+elif any("hrv" in m for m in EDIT["methods"]):  # HRV methods steer the selected sets' concepts
+    check_stage_concepts(
+        "editing set",
+        {name: pairs[0].concept for name, pairs in EDIT_SETS.items() if pairs},
+        stage_concepts(EDIT["hrv"], config["hrv"]["concepts"]),
+        switch_off_hint("editing", "sets"),
+    )
 EDIT_JOBS = plan_jobs(EDIT_SETS, EDIT["methods"], EDIT["seeds"], EDIT["pairs_per_job"])
-# the scheduler is part of the editing sampling: the source jobs and every method's jobs share it
-EDIT_SAMPLING = {**config["sampling"], **EDIT["sampling"], "scheduler": EDIT["scheduler"]}
+# the full settings (hrv.config.resolve_stage_sampling) and the scheduler, which the source jobs and
+# every method's jobs share
+EDIT_SAMPLING = {**EDIT["sampling"], "scheduler": EDIT["scheduler"]}
 # null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
 EDIT_HRV = hrv_source(EDIT["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="editing.hrv")
 EDIT_HUMAN_SETS = [s for s in EDIT["human_sets"] if s in EDIT_SETS]
@@ -213,4 +224,4 @@ EDIT_TARGETS = [
     if EDIT_HUMAN_SETS and "p2p_hrv" in EDIT["methods"] and len(EDIT["methods"]) > 1
     else [],
     rules.editing_toy.output if EDIT_TOY else [],
-]
+] if EDIT["enabled"] else []

@@ -53,11 +53,13 @@ rule hrv_merge:
     input:
         shards=expand(f"{OUT}/hrv/shards/shard_{{shard}}.npz", shard=SHARD_IDS),
         concepts=config["hrv"]["concepts"],
+        prompts=config["hrv"]["prompts"],
     output:
         npz=f"{OUT}/hrv/hrv.npz",
         csv=f"{OUT}/hrv/hrv.csv",
         ranking=f"{OUT}/hrv/head_ranking.csv",
     params:
+        max_prompts=config["hrv"]["max_prompts"],
         version=VERSION,
     log:
         f"{OUT}/logs/hrv_merge.log",

@@ -3,13 +3,20 @@
 from pathlib import Path
 
 from hrv.polysemy import hrv_source, read_cases
+from hrv.workflow import OFFICIAL_CONCEPTS, check_case_concepts, stage_concepts, switch_off_hint
 
 POLY = config["polysemy"]
-POLY_CASES = [c.case for c in read_cases(Path(workflow.basedir) / POLY["cases"], POLY["which"])]
-POLY_SAMPLING = dict(config["sampling"], **POLY["sampling"])
+POLY_CASES = []
+if POLY["enabled"]:
+    POLY_CASES = [c.case for c in read_cases(Path(workflow.basedir) / POLY["cases"], POLY["which"])]
+    check_case_concepts(
+        read_cases(Path(workflow.basedir) / POLY["cases"], POLY["which"]),
+        stage_concepts(POLY["hrv"], config["hrv"]["concepts"]),
+        switch_off_hint("polysemy", "which"),
+    )
+POLY_SAMPLING = POLY["sampling"]  # the full settings (hrv.config.resolve_stage_sampling)
 # the HRVs to steer with: the run's own (null), imported official ones (sd14, sdxl), or a file
-POLY_HRV = hrv_source(POLY["hrv"], rules.hrv_merge.output.npz, f"{OUT}/hrv/official")
-
+POLY_HRV = hrv_source(POLY["hrv"] if POLY["enabled"] else None, rules.hrv_merge.output.npz, f"{OUT}/hrv/official")
 
 localrules:
     polysemy_import_hrv,
@@ -19,7 +26,7 @@ localrules:
 
 rule polysemy_import_hrv:
     input:
-        concepts=config["hrv"]["concepts"],
+        concepts=OFFICIAL_CONCEPTS,  # the released HRVs' rows, whatever concepts this run accumulates
     output:
         npz=f"{OUT}/hrv/official/hrv_official_{{which}}.npz",
     params:

@@ -2,27 +2,30 @@
 # One sampling job per (experiment, order, seed, batch of k values): adding a k value, a seed or an
 # experiment plans only the new jobs (and the scoring and figures that read them).
 from hrv.experiments import job_dirs, load_experiments, plan_jobs, resolve_k, truncated
-from hrv.concepts import read_concepts
 from hrv.polysemy import hrv_source
+from hrv.workflow import stage_concepts, switch_off_hint
 
 WEAK = config["weakening"]
-# null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
-WEAK_HRV = hrv_source(WEAK["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="weakening.hrv")
-WEAK_EXPERIMENTS = {
-    e.name: truncated(e, WEAK["max_items"])
-    for e in load_experiments(
-        WEAK["experiments_file"],
-        WEAK["extra_experiments"],
-        select=WEAK["experiments"],
-        concepts=read_concepts(config["hrv"]["concepts"]).names,
+if WEAK["enabled"]:
+    # null = this run's HRVs; sd14 / sdxl = the released HRVs (imported by rule polysemy_import_hrv)
+    WEAK_HRV = hrv_source(WEAK["hrv"], f"{OUT}/hrv/hrv.npz", f"{OUT}/hrv/official", key="weakening.hrv")
+    WEAK_EXPERIMENTS = {
+        e.name: truncated(e, WEAK["max_items"])
+        for e in load_experiments(
+            WEAK["experiments_file"],
+            WEAK["extra_experiments"],
+            select=WEAK["experiments"],
+            concepts=stage_concepts(WEAK["hrv"], config["hrv"]["concepts"]),
+            missing_hint=switch_off_hint("weakening", "experiments"),
+        )
+    }
+    WEAK_K = resolve_k(WEAK, MODEL, WEAK["hrv"])
+    WEAK_JOBS = plan_jobs(
+        list(WEAK_EXPERIMENTS.values()), WEAK["orders"], WEAK["seeds"], WEAK_K, WEAK["k_batch"]
     )
-}
-WEAK_K = resolve_k(WEAK, MODEL, WEAK["hrv"])
-WEAK_JOBS = plan_jobs(
-    list(WEAK_EXPERIMENTS.values()), WEAK["orders"], WEAK["seeds"], WEAK_K, WEAK["k_batch"]
-)
-WEAK_SAMPLING = {**config["sampling"], **WEAK["sampling"]}
-
+else:  # stage switched off: no jobs
+    WEAK_HRV, WEAK_EXPERIMENTS, WEAK_K, WEAK_JOBS = f"{OUT}/hrv/hrv.npz", {}, [], []
+WEAK_SAMPLING = WEAK["sampling"]  # the full settings (hrv.config.resolve_stage_sampling)
 
 # Cheap rules run on the submitting node under a cluster executor (profiles/slurm).
 localrules:

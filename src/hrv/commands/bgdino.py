@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hrv.commands import DEVICE_HELP, DefaultsHelp
+from hrv.commands import DEVICE_HELP, DefaultsHelp, finite_float, nonnegative_int, positive_int
 
 
 def _build_tiny_gsam(args) -> int:
@@ -45,7 +45,7 @@ def register(sub) -> None:
         formatter_class=DefaultsHelp,
     )
     p.add_argument("out", nargs="?", default="resources/models/tiny-gsam", help="folder to write")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random weights")
     p.set_defaults(func=_build_tiny_gsam)
 
     p = sub.add_parser(
@@ -64,9 +64,11 @@ def register(sub) -> None:
     p.add_argument("--detector", default=PAPER_MODELS["detector"], help="Grounding DINO: hub id or folder")
     p.add_argument("--segmenter", default=PAPER_MODELS["segmenter"], help="SAM 2: hub id or folder")
     p.add_argument("--embedder", default=PAPER_MODELS["embedder"], help="DINOv2: hub id or folder")
-    p.add_argument("--box-threshold", type=float, default=defaults.box_threshold, help="detection score")
-    p.add_argument("--text-threshold", type=float, default=defaults.text_threshold, help="label words")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="pairs per batch")
+    p.add_argument(
+        "--box-threshold", type=finite_float, default=defaults.box_threshold, help="detection score"
+    )
+    p.add_argument("--text-threshold", type=finite_float, default=defaults.text_threshold, help="label words")
+    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="pairs per batch")
     p.add_argument(
         "--center-crop",
         action="store_true",

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from hrv.commands import DEVICE_HELP, DTYPE_HELP, DefaultsHelp
+from hrv.commands import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    DefaultsHelp,
+    finite_float,
+    image_side,
+    nonnegative_int,
+    positive_int,
+)
+from hrv.config import shipped
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=10, help="sampling steps (PNDM: steps + 1 UNet evaluations)")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--height", type=int, default=128, help="image height in pixels")
-    p.add_argument("--width", type=int, default=128, help="image width in pixels")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=10,
+        help="sampling steps (PNDM: steps + 1 UNet evaluations); paper: 50",
+    )
+    p.add_argument("--guidance-scale", type=finite_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--height", type=image_side, default=128, help="image height in pixels; paper: 512")
+    p.add_argument("--width", type=image_side, default=128, help="image width in pixels; paper: 512")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
 
@@ -43,8 +58,12 @@ def _accumulate(args) -> int:
 
     # the workflow's own shard plan, so the command line and Snakemake shard alike
     plan = shard_plan(
-        {k: getattr(args, k) for k in ("prompts", "max_prompts", "shards", "shard_size", "batch_size")}
+        {
+            "prompts": [shipped(f) for f in args.prompts],
+            **{k: getattr(args, k) for k in ("max_prompts", "shards", "shard_size", "batch_size")},
+        }
     )
+    check_npz_out(args.out, "counts")
     if not 0 <= args.shard < len(plan):
         from hrv.errors import HRVInputError
 
@@ -58,7 +77,7 @@ def _accumulate(args) -> int:
     }
     run_shard(
         args.model,
-        args.concepts,
+        shipped(args.concepts),
         chosen,
         args.out,
         seed=args.seed,
@@ -74,10 +93,25 @@ def _accumulate(args) -> int:
 
 
 def _merge(args) -> int:
+    from hrv.prompts import read_prompts
     from hrv.steps import merge
 
     out = Path(args.out)
-    hrv = merge(args.shards, out / "hrv.npz", out / "hrv.csv", out / "head_ranking.csv", args.concepts)
+    if out.exists() and not out.is_dir():
+        from hrv.errors import HRVInputError
+
+        raise HRVInputError(
+            f"--out {out} is a file; merge writes a folder (hrv.npz, hrv.csv, head_ranking.csv)"
+        )
+    prompts = read_prompts([shipped(f) for f in args.prompts], args.max_prompts) if args.prompts else None
+    if prompts is None:
+        print(
+            "hrv merge: note: without --prompts the shards are not checked against the prompt files,"
+            " and a missing last shard goes unnoticed",
+            file=sys.stderr,
+        )
+    concepts = shipped(args.concepts) if args.concepts else None
+    hrv = merge(args.shards, out / "hrv.npz", out / "hrv.csv", out / "head_ranking.csv", concepts, prompts)
     print(f"{out / 'hrv.npz'}: {len(hrv.concepts)} concepts x {len(hrv.heads)} heads")
     return 0
 
@@ -86,6 +120,10 @@ def _heatmap(args) -> int:
     from hrv.hrvfile import load_hrv
     from hrv.plots import heatmap
 
+    if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg"):
+        from hrv.errors import HRVInputError
+
+        raise HRVInputError(f"--out {args.out}: give a .png, .pdf or .svg file")
     print(heatmap(load_hrv(args.hrv), args.out))
     return 0
 
@@ -93,7 +131,8 @@ def _heatmap(args) -> int:
 def _import_official(args) -> int:
     from hrv.steps import import_official
 
-    hrv = import_official(args.which, args.out, args.reference_dir, args.concepts)
+    check_npz_out(args.out, "hrv")
+    hrv = import_official(args.which, args.out, shipped(args.reference_dir), shipped(args.concepts))
     print(f"{args.out}: {len(hrv.concepts)} concepts x {len(hrv.heads)} heads")
     return 0
 
@@ -102,14 +141,45 @@ def _config(args) -> int:
     import yaml
 
     import hrv.config
+    from hrv.errors import HRVInputError
 
     cfg: dict = {}
     for f in args.configfile:
-        cfg = hrv.config.overlay(cfg, yaml.safe_load(Path(f).read_text()) or {})
-    resolved = hrv.config.resolve(cfg)
-    hrv.config.validate(resolved, Path(hrv.config.CONFIG_DIR).parent / "workflow/schemas/config.schema.yaml")
+        path = shipped(f)
+        if not path.is_file():
+            raise HRVInputError(f"config file {f} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise HRVInputError(f"config file {f} is not valid YAML: {str(err).splitlines()[0]}") from err
+        if not isinstance(data, dict):
+            raise HRVInputError(f"config file {f} must hold a mapping of keys (see config/README.md)")
+        cfg = hrv.config.overlay(cfg, data)
+    resolved = hrv.config.validate(hrv.config.resolve(cfg))
     print(json.dumps(resolved, indent=2))
     return 0
+
+
+def check_npz_out(out: str, key: str) -> None:
+    """An ``.npz`` output path (numpy would otherwise add the suffix to another name) that is new or
+    an earlier output of the same kind (an npz holding ``key``): other files are not overwritten."""
+    import numpy as np
+
+    from hrv.errors import HRVInputError
+
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise HRVInputError(f"--out {out}: give a file name ending in .npz, e.g. {path.name}.npz")
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                ours = key in z.files
+        except Exception:
+            ours = False
+        if not ours:
+            raise HRVInputError(
+                f"--out {out} exists and is not an earlier output of this command; give a new file name"
+            )
 
 
 def register(sub) -> None:
@@ -119,7 +189,7 @@ def register(sub) -> None:
         formatter_class=DefaultsHelp,
     )
     p.add_argument("out", nargs="?", default="resources/models/tiny", help="folder to write")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random weights")
     p.set_defaults(func=_build_tiny)
 
     p = sub.add_parser("heads", help="list the cross-attention layers and heads of a model")
@@ -136,17 +206,21 @@ def register(sub) -> None:
     p.add_argument(
         "--prompts", nargs="+", required=True, help="prompt files, one prompt a line, concatenated in order"
     )
-    p.add_argument("--max-prompts", type=int, default=None, help="only the first N prompts (default: all)")
-    p.add_argument("--shards", type=int, default=1, help="split the prompts into this many shards")
+    p.add_argument(
+        "--max-prompts", type=positive_int, default=None, help="only the first N prompts (default: all)"
+    )
+    p.add_argument("--shards", type=positive_int, default=1, help="split the prompts into this many shards")
     p.add_argument(
         "--shard-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="instead of --shards: shards of this many prompts (a multiple of --batch-size)",
     )
-    p.add_argument("--shard", type=int, default=0, help="which shard to run (0-based)")
-    p.add_argument("--batch-size", type=int, default=1, help="prompts per UNet batch")
-    p.add_argument("--seed", type=int, default=0, help="run seed: prompt i starts from manual_seed(seed + i)")
+    p.add_argument("--shard", type=nonnegative_int, default=0, help="which shard to run (0-based)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="prompts per UNet batch")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="run seed: prompt i starts from manual_seed(seed + i)"
+    )
     p.add_argument("--no-sot", action="store_true", help="leave the SOT embedding out of the softmax")
     p.add_argument(
         "--batch-invariant",
@@ -165,6 +239,16 @@ def register(sub) -> None:
         "--concepts",
         default=None,
         help="the concept CSV, to check the shards were counted with it (optional)",
+    )
+    p.add_argument(
+        "--prompts",
+        nargs="+",
+        default=None,
+        help="the prompt files of the shards (as given to accumulate): checks each shard's prompts and"
+        " that no shard is missing (recommended)",
+    )
+    p.add_argument(
+        "--max-prompts", type=positive_int, default=None, help="as given to accumulate (with --prompts)"
     )
     p.set_defaults(func=_merge)
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrv.commands import DEVICE_HELP, DTYPE_HELP, DefaultsHelp
+from hrv.commands import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    SEEDS_HELP,
+    DefaultsHelp,
+    finite_float,
+    image_side,
+    positive_int,
+    seed_list,
+)
 
 
 def _edit(args) -> int:
@@ -25,7 +34,7 @@ def _edit(args) -> int:
         pipe,
         [(args.source, args.target, args.word)],
         args.method,
-        ",".join(args.seeds),
+        seed_list(args.seeds),
         hrv=args.hrv,
         concept=args.concept,
         steps=args.steps,
@@ -72,12 +81,15 @@ def register(sub) -> None:
     )
     p.add_argument("--hrv", default=None, help="hrv.npz of a run, or sd14 / sdxl (the released HRVs)")
     p.add_argument("--concept", default=None, help="the HRV concept of the edit, e.g. Color")
-    p.add_argument("--seeds", nargs="+", default=None, help="e.g. 10 20 30, or 10-12")
+    p.add_argument("--seeds", nargs="+", default=None, metavar="SEEDS", help=SEEDS_HELP)
     p.add_argument(
-        "--cross-steps", type=float, default=None, help="cross replacement fraction (default: method's)"
+        "--cross-steps",
+        type=finite_float,
+        default=None,
+        help="cross replacement fraction (default: method's)",
     )
     p.add_argument(
-        "--self-steps", type=float, default=None, help="self replacement fraction (default: method's)"
+        "--self-steps", type=finite_float, default=None, help="self replacement fraction (default: method's)"
     )
     p.add_argument(
         "--token-map",
@@ -85,11 +97,11 @@ def register(sub) -> None:
         help="token alignment of the swap: aligned or released (P2P's mapping, for parity)",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--height", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--batch-size", type=int, default=1, help="seeds per pipeline call")
+    p.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    p.add_argument("--guidance-scale", type=finite_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--height", type=image_side, default=None, help="default: the model's native size")
+    p.add_argument("--width", type=image_side, default=None, help="default: the model's native size")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="seeds per pipeline call")
     p.add_argument(
         "--scheduler",
         choices=["pndm", "ddim"],

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from hrv.commands import DEVICE_HELP, DTYPE_HELP, DefaultsHelp
+from hrv.commands import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    DefaultsHelp,
+    add_seeds_arg,
+    finite_float,
+    image_side,
+    nonnegative_int,
+    positive_int,
+    seed_list,
+)
 
 
 def _generate(args) -> int:
@@ -30,7 +40,7 @@ def _generate(args) -> int:
         args.token if args.token is not None else args.token_index,
         args.desired,
         args.undesired,
-        seeds=args.seeds,
+        seeds=seed_list(args.seeds),
         clamp=args.clamp,
         start=args.start,
         end=args.end,
@@ -74,26 +84,34 @@ def register(sub) -> None:
     p.add_argument(
         "--token", help="word of the prompt to steer (all its tokens), e.g. lavender or olive-colored"
     )
-    p.add_argument("--token-index", type=int, nargs="+", help="token position(s) instead of a word (SOT = 0)")
+    p.add_argument(
+        "--token-index", type=nonnegative_int, nargs="+", help="token position(s) instead of a word (SOT = 0)"
+    )
     p.add_argument("--occurrence", default=None, help="which occurrence of a repeated word: 1, 2, ... or all")
     p.add_argument("--desired", required=True, help="concept to steer towards, e.g. Color")
     p.add_argument(
         "--undesired", default=None, help="concept to steer away from (adjusting); none = strengthening"
     )
     p.add_argument(
-        "--clamp", type=float, default=None, help="limit each HRV element to this value first (SDXL: 9)"
+        "--clamp",
+        type=finite_float,
+        default=None,
+        help="limit each HRV element to this value first (SDXL: 9)",
     )
-    p.add_argument("--start", type=int, default=0, help="first steered UNet evaluation")
+    p.add_argument("--start", type=nonnegative_int, default=0, help="first steered UNet evaluation")
     p.add_argument(
-        "--end", type=int, default=None, help="steering stops before this UNet evaluation (default: all)"
+        "--end",
+        type=nonnegative_int,
+        default=None,
+        help="steering stops before this UNet evaluation (default: all)",
     )
-    p.add_argument("--seeds", default="1", help="e.g. 1-10 or 1,3,5")
+    add_seeds_arg(p, "1")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--height", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--batch-size", type=int, default=1, help="seeds per pipeline call")
+    p.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    p.add_argument("--guidance-scale", type=finite_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--height", type=image_side, default=None, help="default: the model's native size")
+    p.add_argument("--width", type=image_side, default=None, help="default: the model's native size")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="seeds per pipeline call")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.set_defaults(func=_generate)

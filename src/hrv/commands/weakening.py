@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrv.commands import DEVICE_HELP, DefaultsHelp
+from hrv.commands import (
+    DEVICE_HELP,
+    DefaultsHelp,
+    add_seeds_arg,
+    finite_float,
+    nonnegative_int,
+    positive_int,
+    seed_list,
+)
 from hrv.commands.core import add_sampling_args
+from hrv.config import shipped
 from hrv.experiments import ORDERS, WeakeningJob, load_experiments, plan_jobs, resolve_k, truncated
 
 
@@ -14,7 +23,10 @@ def _weaken(args) -> int:
     from hrv.weakening import run_job
 
     exps = load_experiments(
-        args.experiments_file, select=args.experiment, concepts=read_concepts(args.concepts).names
+        shipped(args.experiments_file),
+        select=args.experiment,
+        concepts=read_concepts(shipped(args.concepts)).names,
+        missing_hint="give --concepts the HRV file's concept CSV, or choose other experiments",
     )
     exps = [truncated(e, args.max_items) for e in exps]
     ks = resolve_k({"k": args.k}, {}, args.hrv)
@@ -24,7 +36,7 @@ def _weaken(args) -> int:
         "height": args.height,
         "width": args.width,
     }
-    jobs: list[WeakeningJob] = plan_jobs(exps, args.orders, args.seeds, ks, args.k_batch)
+    jobs: list[WeakeningJob] = plan_jobs(exps, args.orders, seed_list(args.seeds), ks, args.k_batch)
     by_name = {e.name: e for e in exps}
     for job in jobs:
         out = Path(job.path(str(args.out)))
@@ -41,6 +53,7 @@ def _weaken(args) -> int:
             random_seed=args.random_seed,
             device=args.device,
             dtype=args.dtype,
+            owner="hrv weaken",  # a job folder under --out is replaced only if `hrv weaken` wrote it
         )
         print(out)
     return 0
@@ -52,6 +65,10 @@ def _score(args) -> int:
     from hrv.scoring import write_scores
     from hrv.weakening_plots import curves
 
+    if args.curves and Path(args.curves).suffix.lower() not in (".png", ".pdf", ".svg"):
+        from hrv.errors import HRVInputError
+
+        raise HRVInputError(f"--curves {args.curves}: give a .png, .pdf or .svg file")
     clip = {"model": args.clip_model, "pretrained": args.pretrained, "batch_size": args.batch_size}
     write_scores(args.jobs, args.scores, args.table, clip=clip, device=args.device)
     print(args.table)
@@ -79,14 +96,21 @@ def register(sub) -> None:
         "--concepts", default="resources/concepts/concepts_34x10.csv", help="the concept CSV of the HRV file"
     )
     p.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS, help="head orders to sweep")
-    p.add_argument("--k", nargs="+", type=int, default=None, help="head counts (default 0, 1, 11, ..., H)")
-    p.add_argument("--k-batch", type=int, default=None, help="k values per sampling batch (default all)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[10, 20, 30], help="initial-latent seeds")
     p.add_argument(
-        "--factor", type=float, default=-2.0, help="factor on the weakened heads' prompt-word probabilities"
+        "--k", nargs="+", type=nonnegative_int, default=None, help="head counts (default 0, 1, 11, ..., H)"
     )
-    p.add_argument("--random-seed", type=int, default=0, help="seed of the random head order")
-    p.add_argument("--max-items", type=int, default=None, help="first items of each slot only")
+    p.add_argument(
+        "--k-batch", type=positive_int, default=None, help="k values per sampling batch (default all)"
+    )
+    add_seeds_arg(p, "10,20,30")
+    p.add_argument(
+        "--factor",
+        type=finite_float,
+        default=-2.0,
+        help="factor on the weakened heads' prompt-word probabilities",
+    )
+    p.add_argument("--random-seed", type=nonnegative_int, default=0, help="seed of the random head order")
+    p.add_argument("--max-items", type=positive_int, default=None, help="first items of each slot only")
     p.add_argument(
         "--out", required=True, help="folder: <out>/weakening/<experiment>/<order>/seed<s>/ks.../k<k>/"
     )
@@ -106,6 +130,6 @@ def register(sub) -> None:
         "--clip-model", default="tiny", help="open_clip model name (ViT-H-14 in the paper) or tiny"
     )
     p.add_argument("--pretrained", default=None, help="weights tag or local checkpoint file")
-    p.add_argument("--batch-size", type=int, default=32, help="images per CLIP batch")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per CLIP batch")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_score)

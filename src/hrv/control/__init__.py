@@ -8,7 +8,7 @@ processors on the UNet for the duration of a ``with`` block. See docs/attention-
 from hrv.control.edit import Call, Edit, Layout
 from hrv.control.layers import KINDS, Site, UNetLayers
 from hrv.control.processor import Controller, ControlProcessor, attention_probs, batched, installed
-from hrv.control.standard import CaptureMaps, HeadFactors
+from hrv.control.standard import CaptureMaps, HeadFactors, SourceMaps
 
 __all__ = [
     "KINDS",
@@ -20,6 +20,7 @@ __all__ = [
     "HeadFactors",
     "Layout",
     "Site",
+    "SourceMaps",
     "UNetLayers",
     "attention_probs",
     "batched",

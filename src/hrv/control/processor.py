@@ -6,8 +6,10 @@ With edits: ``qkv`` hooks change the queries/keys/values before the fused kernel
 get explicit post-softmax maps (computed as the module says: ``upcast_attention``,
 ``upcast_softmax``) and the rows and heads whose maps they changed take ``maps @ v`` in place of
 the fused output, so every other row and head (the source branch, the unconditional half) stays
-bit-identical. ResBlocks are hooked at their residual branch's output (``conv2``, before the
-shortcut is added) only when an edit asks for ``features``.
+bit-identical. Where the only maps edits are ``SourceMaps`` (a target's self-attention maps := its
+source's), explicit maps are computed for the source rows only. ResBlocks are hooked at their
+residual branch's output (``conv2``, before the shortcut is added) only when an edit asks for
+``features``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from hrv.control.edit import Call, Edit, Layout
 from hrv.control.layers import Site, UNetLayers
+from hrv.control.standard import SourceMaps
 
 
 class Controller:
@@ -146,7 +149,9 @@ class ControlProcessor:
         )
 
         map_edits = [e for e in edits if e.has("maps")]
-        if map_edits:
+        if map_edits and attention_mask is None and all(isinstance(e, SourceMaps) for e in map_edits):
+            out = self._source_maps(attn, map_edits, query, key, value, out)
+        elif map_edits:
             out = self._edit_maps(attn, map_edits, query, key, value, attention_mask, out)
 
         hidden_states = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
@@ -181,6 +186,29 @@ class ControlProcessor:
         steered = batched(ctl.batch_invariant, torch.matmul, maps.to(value.dtype), value[rows])
         out = out.clone()
         out[rows] = torch.where(changed[:, :, None, None], steered, out[rows])
+        return out
+
+    def _source_maps(
+        self, attn, edits: list[SourceMaps], query, key, value, out: torch.Tensor
+    ) -> torch.Tensor:
+        """``_edit_maps`` for copies of the source's maps, without the targets' own maps: each
+        target row takes ``source maps @ its values``. A head whose queries and keys equal the
+        source's (so would its maps) keeps the fused output, as ``_edit_maps`` would keep it."""
+        ctl, n = self.controller, out.shape[0]
+        targets, sources = [], []
+        for edit in edits:
+            span, halves = ctl.rows(edit, n)
+            call = Call(self.site, ctl.step, attn, ctl.layout, halves, span.stop - span.start)
+            targets.append(call.rows(edit.slot) + span.start)
+            sources.append(call.rows(0) + span.start)
+        targets, sources = torch.cat(targets), torch.cat(sources)
+        computed, source_of = torch.unique(sources, return_inverse=True)  # each source's maps once
+        probs = attention_probs(attn, query[computed], key[computed], None, ctl.batch_invariant)
+        copied = probs[source_of].to(value.dtype)
+        steered = batched(ctl.batch_invariant, torch.matmul, copied, value[targets])
+        same = [(t[targets] == t[sources]).flatten(2).all(dim=-1) for t in (query, key)]  # (rows, heads)
+        out = out.clone()
+        out[targets] = torch.where((same[0] & same[1])[:, :, None, None], out[targets], steered)
         return out
 
 

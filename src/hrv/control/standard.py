@@ -1,4 +1,5 @@
-"""Edits every task shares: per-head token factors (steering, weakening) and map capture."""
+"""Edits every task shares: per-head token factors (steering, weakening), map capture, and the
+source's self-attention maps copied into a target (P2P, P2P-HRV, FPE)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,21 @@ class CaptureMaps(Edit):
 
     def maps(self, call: Call, probs: torch.Tensor) -> None:
         self.fn(call.site, call.step, probs)
+
+
+@dataclass(eq=False)
+class SourceMaps(Edit):
+    """Target branch ``slot``'s self-attention maps are its group's source's (conditional half).
+
+    The target's output is ``source maps @ its own values``. Where no other maps edit shares the
+    call, the processor computes explicit maps for the source rows only (``maps`` below is the same
+    rule for calls where maps edits are chained).
+    """
+
+    kinds = frozenset({"self"})
+    slot: int = 1
+
+    def maps(self, call: Call, probs: torch.Tensor) -> torch.Tensor:
+        new = probs.clone()
+        new[call.rows(self.slot)] = probs[call.rows(0)]
+        return new

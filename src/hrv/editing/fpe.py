@@ -14,23 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
-from hrv.control import Call, Edit, UNetLayers
-from hrv.editing.injection import choose, from_source, window_end
+from hrv.control import Edit, SourceMaps, UNetLayers
+from hrv.editing.injection import choose, window_end
 from hrv.errors import HRVInputError
-
-
-@dataclass(eq=False)
-class SourceSelfMaps(Edit):
-    """Target branch ``slot``'s self-attention maps are the source's (conditional half)."""
-
-    kinds: ClassVar[frozenset[str]] = frozenset({"self"})
-    halves: ClassVar[str] = "cond"
-    slot: int = 1
-
-    def maps(self, call: Call, probs: torch.Tensor) -> torch.Tensor:
-        return from_source(call, probs, self.slot)
 
 
 @dataclass(frozen=True)
@@ -60,7 +46,7 @@ class FPE:
         if self.min_level < 0:
             raise HRVInputError(f"fpe min_level must be a resolution level >= 0, got {self.min_level}")
         sites = choose(layers, "self", lambda s: s.level >= self.min_level, f"fpe min_level {self.min_level}")
-        return [SourceSelfMaps(sites=sites, end=end, slot=slot)]
+        return [SourceMaps(sites=sites, end=end, slot=slot)]
 
 
 METHOD = FPE()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrv.control import Call, Edit
+from hrv.control import Call, Edit, SourceMaps
 from hrv.editing.method import Plan, cross_window, self_window
 
 SELF_MAX_QUERIES = 16 * 16
@@ -37,19 +37,6 @@ class ReplaceCrossMaps(Edit):
     def combine(self, call: Call, own: torch.Tensor, mapped: torch.Tensor) -> torch.Tensor:
         """The target's new maps from its own and the mapped source maps (P2P: the mapped ones)."""
         return mapped
-
-
-@dataclass(eq=False)
-class ReplaceSelfMaps(Edit):
-    """Target self-attention maps = the source's (in sites with few enough query positions)."""
-
-    kinds = frozenset({"self"})
-    slot: int = 1
-
-    def maps(self, call: Call, probs: torch.Tensor) -> torch.Tensor:
-        new = probs.clone()
-        new[call.rows(self.slot)] = probs[call.rows(0)]
-        return new
 
 
 def mappers(plan: Plan) -> torch.Tensor:
@@ -85,7 +72,7 @@ class P2P:
         cross, self_ = self.windows(plan)
         return [
             self.cross_edit(plan, cross),
-            ReplaceSelfMaps(plan.slot, end=self_, max_query_positions=SELF_MAX_QUERIES),
+            SourceMaps(plan.slot, end=self_, max_query_positions=SELF_MAX_QUERIES),
         ]
 
 

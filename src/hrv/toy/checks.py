@@ -97,7 +97,7 @@ def run_checks(
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     try:
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, owner=None) as tmp:
             results = _run(Path(model), Path(concepts_csv), tmp, s, log)
     finally:
         torch.set_num_threads(threads)

@@ -265,7 +265,7 @@ def round_to_fp16(pipe) -> None:
 
 def save_toy_pipeline(pipe, folder: str | Path, stats: dict) -> Path:
     """Save as a diffusers folder with fp16 safetensors + ``training.json`` (atomic rename)."""
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, owner=None) as tmp:
         pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
         pipe.to(torch.float32)
         (tmp / "training.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

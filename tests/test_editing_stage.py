@@ -35,7 +35,8 @@ def test_planning_modules_do_not_import_torch(root):
     """What the Snakefile imports to plan the DAG leaves torch unloaded (parsing stays fast); the
     package's names still resolve on first use."""
     code = (
-        "import sys; import hrv.editing.sets, hrv.editing.stage, hrv.polysemy, hrv.experiments, hrv.workflow; "
+        "import sys; import hrv.editing.sets, hrv.editing.stage, hrv.polysemy, hrv.experiments, hrv.workflow, "
+        "hrv.multiconcept.benchmark, hrv.scores.tiny, hrv.config; "
         "assert 'torch' not in sys.modules, 'torch loaded'; "
         "import hrv.editing as e; assert callable(e.edit_pairs) and e.METHODS[0] == 'p2p'; "
         "assert 'torch' in sys.modules"

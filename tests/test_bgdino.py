@@ -397,7 +397,7 @@ def test_foreign_output_folder_is_not_replaced(scorer, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(HRVInputError, match="not a BG-DINO output"):
+    with pytest.raises(HRVInputError, match="not an earlier output of"):
         score_manifest(manifest, out, scorer=scorer)
     assert (out / "notes.txt").read_text() == "keep me"
 
@@ -416,6 +416,6 @@ def test_tiny_models_are_ordinary_folders_and_seeded(gsam_dir, tmp_path):
 
     (tmp_path / "mine/sam2").mkdir(parents=True)
     (tmp_path / "mine/sam2/config.json").write_text("{}")
-    with pytest.raises(HRVInputError, match="not a tiny model"):
+    with pytest.raises(HRVInputError, match="not an earlier output of"):
         save_tiny_gsam(tmp_path / "mine")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["sam2"]

@@ -172,22 +172,3 @@ def test_atomic_path_keeps_nothing_on_error(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("done")
     assert target.read_text() == "done" and oct(target.stat().st_mode & 0o777) != "0o600"
-
-
-def test_refuse_foreign_replaces_only_our_folders(tmp_path):
-    """An output folder is replaced only when it is absent, empty or holds our marker file."""
-    from hrv.io import refuse_foreign
-
-    refuse_foreign(tmp_path / "absent", "ours.json", "no")
-    (tmp_path / "empty").mkdir()
-    refuse_foreign(tmp_path / "empty", "ours.json", "no")
-    (tmp_path / "ours").mkdir()
-    (tmp_path / "ours" / "ours.json").write_text("{}")
-    (tmp_path / "ours" / "a.png").write_text("x")
-    refuse_foreign(tmp_path / "ours", "ours.json", "no")
-    (tmp_path / "theirs").mkdir()
-    (tmp_path / "theirs" / "notes.txt").write_text("keep")
-    (tmp_path / "file").write_text("keep")
-    for name in ("theirs", "file"):
-        with pytest.raises(HRVInputError, match=f"^{name} is not ours$"):
-            refuse_foreign(tmp_path / name, "ours.json", f"{name} is not ours")

@@ -103,14 +103,3 @@ def write_npz(path: str | Path, **arrays) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def refuse_foreign(folder: str | Path, marker: str, message: str) -> None:
-    """Raise ``HRVInputError(message)`` when ``folder`` exists and is not one of ours: a file, or a
-    non-empty folder without the file ``marker`` that our writer puts in it (an output is never
-    replaced unless we wrote it)."""
-    folder = Path(folder)
-    if folder.exists() and (
-        not folder.is_dir() or (any(folder.iterdir()) and not (folder / marker).is_file())
-    ):
-        raise HRVInputError(message)

@@ -34,7 +34,7 @@ from hrv.editing.schedulers import SCHEDULERS, with_scheduler
 from hrv.editing.tokens import TOKEN_MAPS, AlignedPair, align_pair
 from hrv.errors import HRVInputError
 from hrv.hrvfile import HRVSet, load_hrv
-from hrv.io import atomic_dir, refuse_foreign
+from hrv.io import atomic_dir, check_replaceable
 from hrv.polysemy import OFFICIAL_HRVS
 
 PairSpec = tuple[str, str] | tuple[str, str, str | None]
@@ -249,7 +249,7 @@ def edit_pairs(
 
 def _check_out(out: Path) -> None:
     """Refuse to replace a folder this command did not write (``hrv edit`` checks it before loading)."""
-    refuse_foreign(out, "edit.json", f"{out} exists and was not written by `hrv edit`; choose another --out")
+    check_replaceable(out, "hrv edit")
 
 
 def save_edit_outputs(result: EditResult, out_dir: str | Path) -> Path:
@@ -261,7 +261,7 @@ def save_edit_outputs(result: EditResult, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     _check_out(out)
     names = ["source", *result.methods]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owner="hrv edit") as tmp:
         for p, pair in enumerate(result.pairs):
             folder = tmp if len(result.pairs) == 1 else tmp / f"pair{p:03d}"
             for name in names:

@@ -124,19 +124,15 @@ def score_manifest(
     """
     from PIL import Image
 
-    from hrv.io import atomic_dir, refuse_foreign
+    from hrv.io import atomic_dir, check_replaceable
 
     table = read_manifest(manifest, sets, methods)
     out_dir = Path(out_dir)
-    refuse_foreign(
-        out_dir,
-        "scores.csv",
-        f"output folder {out_dir} exists and is not a BG-DINO output; give a new folder with --out",
-    )
+    check_replaceable(out_dir, "hrv score-bgdino")
     scorer = scorer or BGDino.load(settings)
     step = max(1, scorer.settings.batch_size)
     records = table.to_dict("records")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owner="hrv score-bgdino") as tmp:
         (tmp / "masks").mkdir()
         for start in range(0, len(records), step):  # read images batch by batch: bounded memory
             batch = records[start : start + step]

@@ -198,15 +198,11 @@ def save_tiny_gsam(folder: str | Path, seed: int = 0) -> dict[str, Path]:
 
     import transformers
 
-    from hrv.io import atomic_dir, refuse_foreign
+    from hrv.io import atomic_dir, check_replaceable
 
     targets = {role: Path(folder) / name for role, name in TINY_FOLDERS.items()}
     for target in targets.values():  # never replace a folder this function did not write
-        refuse_foreign(
-            target,
-            TINY_MARK,
-            f"{target} exists and is not a tiny model of hrv build-tiny-gsam; give another folder",
-        )
+        check_replaceable(target, "hrv build-tiny-gsam")
     transformers.utils.logging.disable_progress_bar()
     builders = {
         "detector": build_tiny_detector,
@@ -214,7 +210,7 @@ def save_tiny_gsam(folder: str | Path, seed: int = 0) -> dict[str, Path]:
         "embedder": build_tiny_embedder,
     }
     for k, (role, build) in enumerate(builders.items()):
-        with atomic_dir(targets[role]) as tmp:
+        with atomic_dir(targets[role], owner="hrv build-tiny-gsam") as tmp:
             build(tmp, seed + k)
             (tmp / TINY_MARK).write_text(json.dumps({"role": role, "seed": seed + k}) + "\n")
     return targets

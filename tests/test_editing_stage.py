@@ -36,7 +36,7 @@ def test_planning_modules_do_not_import_torch(root):
     package's names still resolve on first use."""
     code = (
         "import sys; import hrv.editing.sets, hrv.editing.stage, hrv.polysemy, hrv.experiments, hrv.workflow, "
-        "hrv.multiconcept.benchmark, hrv.scores.tiny, hrv.config; "
+        "hrv.scores.tiny, hrv.config; "
         "assert 'torch' not in sys.modules, 'torch loaded'; "
         "import hrv.editing as e; assert callable(e.edit_pairs) and e.METHODS[0] == 'p2p'; "
         "assert 'torch' in sys.modules"

@@ -26,7 +26,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 from hrv.models import initial_latents, load_pipeline, save_tiny_model  # noqa: E402
-from hrv.multiconcept.excite import ExciteSampler, ImageJob  # noqa: E402
+from hrv.multiconcept.sampler import ExciteSampler, ImageJob  # noqa: E402
 
 PROMPT, TOKENS = "a cat and a frog", [2, 5]
 

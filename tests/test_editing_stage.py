@@ -36,9 +36,9 @@ def test_planning_modules_do_not_import_torch(root):
     package's names still resolve on first use."""
     code = (
         "import sys; import hrv.editing.sets, hrv.editing.stage, hrv.polysemy, hrv.experiments, hrv.workflow, "
-        "hrv.scores.tiny, hrv.config; "
+        "hrv.scores.tiny, hrv.config, hrv.multiconcept.benchmark; "
         "assert 'torch' not in sys.modules, 'torch loaded'; "
-        "import hrv.editing as e; assert callable(e.edit_pairs) and e.METHODS[0] == 'p2p'; "
+        "import hrv.editing as e; assert callable(e.edit_pairs) and e.METHODS[0] == 'p2p'; import hrv.multiconcept as m; assert callable(m.excite); "
         "assert 'torch' in sys.modules"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hrv.errors import HRVInputError
 from hrv.multiconcept.aggregate import ae_kernel, blur_kernel_size, build_aggregation, gaussian_kernel
-from hrv.multiconcept.excite import ExciteSampler, ExciteSettings, ImageJob, map_sites
+from hrv.multiconcept.sampler import ExciteSampler, ExciteSettings, ImageJob, map_sites
 
 # a scale factor 1000x A&E's makes the excitation visible on the random tiny model (ae vs sd
 # differ by up to ~100 grey levels), so agreeing with diffusers means something
@@ -168,7 +168,7 @@ def test_ae_reads_the_layers_at_one_32nd_in_diffusers_order(tiny_pipe):
 
 
 def test_head_weights_are_the_concept_hrv_over_h_or_uniform(hrv):
-    from hrv.multiconcept.excite import head_weights
+    from hrv.multiconcept.sampler import head_weights
 
     w = head_weights("ae_hrv", ["Color", "Animals"], hrv, 128, hrv.heads)
     np.testing.assert_allclose(w.numpy(), np.stack([hrv.vector("Color"), hrv.vector("Animals")]) / 128)

@@ -106,8 +106,8 @@ def run_job(
     ``manifest.csv``."""
     from hrv.hrvfile import load_hrv
     from hrv.models import load_pipeline
-    from hrv.multiconcept.excite import ExciteSampler, ExciteSettings, ImageJob
     from hrv.multiconcept.generate import sample_jobs
+    from hrv.multiconcept.sampler import ExciteSampler, ExciteSettings, ImageJob
     from hrv.multiconcept.subjects import find_subjects, token_layout
 
     s = dict(settings)

@@ -25,7 +25,7 @@ from hrv.generate import parse_seeds, save_grid, save_image
 from hrv.hrvfile import HRVSet, load_hrv
 from hrv.io import write_text_atomic
 from hrv.models import load_pipeline
-from hrv.multiconcept.excite import DEFAULT_THRESHOLDS, ExciteSampler, ExciteSettings, ImageJob
+from hrv.multiconcept.sampler import DEFAULT_THRESHOLDS, ExciteSampler, ExciteSettings, ImageJob
 from hrv.multiconcept.subjects import Subject, find_subjects, token_layout
 
 __all__ = ["ExciteResult", "excite", "load_hrv", "load_pipeline", "sample_jobs"]

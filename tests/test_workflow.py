@@ -150,10 +150,8 @@ def test_weakening_and_polysemy_rules_run(workdir):
     # the sweep: the first k heads of each order, on the experiment's one prompt, from the seed's latent
     hrv = load_hrv(res / "hrv/official/hrv_official_sd14.npz")
     values = hrv.vector("Color")
-    expected_order = {
-        "MoRHF": sorted(range(128), key=lambda h: (-values[h], h)),
-        "LeRHF": sorted(range(128), key=lambda h: (values[h], h)),
-    }
+    ascending = sorted(range(128), key=lambda h: (values[h], h))  # ties: lower head index first
+    expected_order = {"MoRHF": ascending[::-1], "LeRHF": ascending}  # MoRHF is LeRHF reversed, as released
     pixels = {}
     for order, heads in expected_order.items():
         job = res / f"weakening/color/{order}/seed10/ks0-5-128"

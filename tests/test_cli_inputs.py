@@ -263,6 +263,9 @@ def test_bad_config_is_refused_naming_the_key(root, overlay, message):
         (["weaken", "--model", "tiny", "--hrv", "h", "--experiment", "e", "--out", "o", "--k-batch", "0"], "--k-batch"),
         (["weaken", "--model", "tiny", "--hrv", "h", "--experiment", "e", "--out", "o", "--factor", "nan"], "--factor"),
         (["generate", "--model", "tiny", "--hrv", "h", "--prompt", "p", "--desired", "C", "--out", "o", "--width", "36"], "--width"),
+        (["excite", "--model", "tiny", "--prompt", "a cat and a dog", "--out", "o", "--steps", "0"], "--steps"),
+        (["excite", "--model", "tiny", "--prompt", "a cat and a dog", "--out", "o", "--height", "36"], "--height"),
+        (["excite", "--model", "tiny", "--prompt", "a cat and a dog", "--out", "o", "--scale-factor", "nan"], "--scale"),
     ],
 )  # fmt: skip
 def test_bad_numbers_are_one_line_errors(args, message, capsys, tmp_path, monkeypatch):
@@ -483,7 +486,8 @@ def test_one_seed_syntax_for_every_command():
         "--out",
         "o",
     ]
-    for command in (weaken, generate, edit):
+    excite = ["excite", "--model", "m", "--prompt", "a cat and a dog", "--out", "o"]
+    for command in (weaken, generate, edit, excite):
         for given, seeds in (("1-3", [1, 2, 3]), ("10 20 30", [10, 20, 30]), ("1,3 7-8", [1, 3, 7, 8])):
             args = build_parser().parse_args([*command, "--seeds", *given.split()])
             assert seed_list(args.seeds) == seeds

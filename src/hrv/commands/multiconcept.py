@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from hrv.commands import DEVICE_HELP, DefaultsHelp
+from hrv.commands import (
+    DEVICE_HELP,
+    DefaultsHelp,
+    add_seeds_arg,
+    finite_float,
+    image_side,
+    nonnegative_int,
+    positive_int,
+    seed_list,
+)
 
 
 def _threshold(text: str) -> tuple[int, float]:
@@ -31,7 +40,7 @@ def _excite(args) -> int:
         args.prompt,
         args.method,
         hrv,
-        seeds=",".join(args.seeds),
+        seeds=seed_list(args.seeds),
         subjects=args.subjects,
         token_indices=args.token_index,
         concepts=args.concepts if len(args.concepts) > 1 else args.concepts[0],
@@ -72,7 +81,7 @@ def register(sub) -> None:
         choices=["sd", "ae", "ae_released", "ae_hrv", "ae_uniform"],
         help="sd; ae (A&E as diffusers); ae_released (the HRV repository's A&E); ae_hrv; ae_uniform (1/H)",
     )
-    p.add_argument("--seeds", nargs="+", default=["1"], help="seeds, e.g. 1 2 3 or 1-10")
+    add_seeds_arg(p, "1")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--subjects",
@@ -90,19 +99,24 @@ def register(sub) -> None:
     p.add_argument(
         "--thresholds", nargs="*", default=None, help="STEP:VALUE ... (default 0:0.05 10:0.5 20:0.8)"
     )
-    p.add_argument("--max-iter-to-alter", type=int, default=25, help="steps 0..N-1 take a gradient step")
-    p.add_argument("--scale-factor", type=float, default=20.0, help="step size at step 0")
     p.add_argument(
-        "--max-refinement-steps", type=int, default=20, help="refinement steps at a threshold step"
+        "--max-iter-to-alter", type=nonnegative_int, default=25, help="steps 0..N-1 take a gradient step"
+    )
+    p.add_argument("--scale-factor", type=finite_float, default=20.0, help="step size at step 0")
+    p.add_argument(
+        "--max-refinement-steps",
+        type=nonnegative_int,
+        default=20,
+        help="refinement steps at a threshold step",
     )
     p.add_argument(
         "--no-smooth", action="store_true", help="no 3x3 smoothing for ae_released/ae_hrv/ae_uniform"
     )
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--height", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--batch-size", type=int, default=4, help="seeds per batch")
+    p.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    p.add_argument("--guidance-scale", type=finite_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--height", type=image_side, default=None, help="default: the model's native size")
+    p.add_argument("--width", type=image_side, default=None, help="default: the model's native size")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="seeds per batch")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--dtype", default="float32", help="float32 (the released scripts'), float16 or bfloat16")
     p.set_defaults(func=_excite)

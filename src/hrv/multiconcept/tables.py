@@ -17,6 +17,8 @@ import pandas as pd
 
 from hrv.errors import HRVInputError
 from hrv.io import atomic_path, write_text_atomic
+from hrv.plots import pyplot, save_png
+from hrv.stats import mean_se
 
 METRICS = {"full_prompt": "Full prompt", "min_object": "Min. object", "blip": "BLIP"}
 METHOD_NAMES = {
@@ -34,10 +36,7 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     for (set_name, method), group in scores.groupby(["set", "method"], sort=False):
         for metric in METRICS:
             values = group[metric].to_numpy(dtype=float)
-            values = values[~np.isnan(values)]
-            n = len(values)
-            se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-            mean = float(values.mean()) if n else float("nan")
+            mean, se, n = mean_se(values[~np.isnan(values)])
             rows.append({"set": set_name, "method": method, "metric": metric, "mean": mean, "se": se, "n": n})
     return pd.DataFrame(rows)
 
@@ -108,11 +107,7 @@ def write_tables(
 
 def bar_chart(summary: pd.DataFrame, methods: Sequence[str], out: str | Path) -> Path:
     """One panel per set: the three metrics' means per method, with standard-error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     sets = list(dict.fromkeys(summary["set"]))
     methods = [m for m in methods if m in set(summary["method"])]
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6), squeeze=False)
@@ -129,10 +124,7 @@ def bar_chart(summary: pd.DataFrame, methods: Sequence[str], out: str | Path) ->
         ax.set_ylabel("cosine similarity")
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out, dpi=120)
 
 
 def image_grid(

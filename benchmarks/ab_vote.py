@@ -38,8 +38,9 @@ from hrv.models import load_pipeline  # noqa: E402
 PIXELS_128 = [256, 256, 64, 64, 16, 16, 4, 16, 16, 16, 64, 64, 64, 256, 256, 256]  # tiny model's CA layers
 
 
-def module_at(revision: str, folder: Path):
-    """``hrv.accumulate`` as it was at ``revision``, imported under another name."""
+def module_at(revision: str, folder: Path, name: str = "accumulate_base"):
+    """``hrv.accumulate`` as it was at ``revision``, imported as module ``name`` (a distinct name
+    gives a separate copy, e.g. one per variant whose paths are switched by module globals)."""
     source = subprocess.run(
         ["git", "show", f"{revision}:src/hrv/accumulate.py"],
         cwd=ROOT,
@@ -47,9 +48,9 @@ def module_at(revision: str, folder: Path):
         capture_output=True,
         text=True,
     ).stdout
-    path = folder / "accumulate_base.py"
+    path = folder / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("accumulate_base", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
     spec.loader.exec_module(module)

@@ -20,8 +20,6 @@ the word bank has the tiny pipeline's token layout for the paper's 34 concepts w
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
 
+from ab_vote import module_at  # noqa: E402
 from bench_hrv import ROOT, tiny_folder  # noqa: E402
 
 import hrv.accumulate as current  # noqa: E402
@@ -44,25 +43,6 @@ from hrv.models import load_pipeline  # noqa: E402
 
 # SD v1.4's CA layers at 256 px (a 32 x 32 latent), in execution order
 PIXELS_256 = [1024, 1024, 256, 256, 64, 64, 16, 64, 64, 64, 256, 256, 256, 1024, 1024, 1024]
-
-
-def module_at(revision: str, folder: Path, name: str):
-    """``hrv.accumulate`` as it was at ``revision``, imported as module ``name`` (one copy per
-    variant, since the paths are switched by module globals)."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:src/hrv/accumulate.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = folder / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it is executed
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ rule all:
         expand(rules.weakening_curves.output.png, experiment=list(WEAK_EXPERIMENTS)),
         expand(rules.weakening_grid.output.png, experiment=list(WEAK_EXPERIMENTS)),
         rules.toy_checks.output if config["toy"]["enabled"] else [],
+        rules.toy_neglect.output if config["toy"]["enabled"] and config["toy"]["neglect"]["enabled"] else [],
         rules.multiconcept_tables.output if MC["enabled"] else [],
         expand(rules.multiconcept_grid.output.png, set=list(MC_SETS)),
         EDIT_TARGETS,

@@ -24,7 +24,14 @@ TINY_CONFIG: dict[str, Any] = {
         "shard_size": 2,
         "batch_size": 2,
     },
-    "toy": {"steps": 2, "hrv_prompts": 4, "weaken_prompts": 2, "ks": [0, 128], "max_captions": 6},
+    "toy": {
+        "steps": 2,
+        "hrv_prompts": 4,
+        "weaken_prompts": 2,
+        "ks": [0, 128],
+        "max_captions": 6,
+        "neglect": {"scenes": 2, "steps": 2},
+    },
 }
 
 

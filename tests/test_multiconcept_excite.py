@@ -124,7 +124,7 @@ def test_ae_hrv_with_all_weight_on_one_head_reads_that_head(tiny_pipe):
     from torchvision.transforms.functional import gaussian_blur
 
     sites = map_sites(tiny_pipe, (16, 16))
-    agg = build_aggregation("ae_hrv", sites, (128, 128))
+    agg = build_aggregation("ae_hrv", sites, (16, 16))
     maps = _capture(tiny_pipe, sites)
     n_heads = sum(s.heads for s in sites)
     layer = next(s for s in sites if s.height == 16)  # a 16x16 layer: blurred and downsampled to 2x2
@@ -148,7 +148,7 @@ def test_ae_hrv_with_all_weight_on_one_head_reads_that_head(tiny_pipe):
 
 def test_ae_reads_the_layers_at_one_32nd_in_diffusers_order(tiny_pipe):
     sites = map_sites(tiny_pipe, (16, 16))
-    agg = build_aggregation("ae", sites, (128, 128))
+    agg = build_aggregation("ae", sites, (16, 16))
     assert [(s.section, s.height) for s in agg.sites] == [("up", 4)] * 3 + [("down", 4)] * 2
     maps = _capture(tiny_pipe, sites)
     stacked = torch.cat([maps[s.name] for s in agg.sites])  # (40, 16, 77)
@@ -158,7 +158,7 @@ def test_ae_reads_the_layers_at_one_32nd_in_diffusers_order(tiny_pipe):
     ref = F.conv2d(padded, ae_kernel()[None, None]).max()
     assert float(agg.maxima(maps, [5])[0]) == pytest.approx(float(ref), abs=1e-6)
     # the released baseline: the same layers, tokens 1..76 and the correct Gaussian
-    released = build_aggregation("ae_released", sites, (128, 128))
+    released = build_aggregation("ae_released", sites, (16, 16))
     assert released.names == agg.names
     probs = torch.softmax(mean[:, :, 1:77] * 100, dim=-1)
     g = torch.tensor([0.10650698, 0.78698604, 0.10650698])

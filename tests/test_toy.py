@@ -188,6 +188,31 @@ def test_bad_recipe_is_rejected():
 
     with pytest.raises(HRVInputError, match="unet_batch"):
         ToyTrainConfig(unet_batch=0)
+    with pytest.raises(HRVInputError, match="pair_fraction"):
+        ToyTrainConfig(pair_fraction=1.0)
+
+
+def test_training_set_mixes_single_and_two_object_scenes():
+    from hrv.toy.pairs import objects_in
+    from hrv.toy.train import ToyTrainConfig, training_set
+    from hrv.toy.world import parse_caption
+
+    cfg = ToyTrainConfig(n_images=40, pair_fraction=0.25)
+    images, captions = training_set(cfg)
+    assert images.shape == (40, 32, 32, 3) and len(captions) == 40
+    singles, pairs = captions[:30], captions[30:]
+    assert all(parse_caption(c) for c in singles)  # single-object captions of the world
+    assert all(" and a " in c for c in pairs) and not any(" and " in c for c in singles)
+    # each pair image shows exactly the two objects its caption names
+    for image, caption in zip(images[30:], pairs, strict=True):
+        first, second = caption.split(" and ")
+        named = {tuple(first.split(" ")[1:3]), tuple(second.split(" ")[1:3])}
+        assert set(objects_in(image)) == named, caption
+    # the single-object part is make_dataset's (image i from default_rng([seed, i])), unchanged
+    np.testing.assert_array_equal(images[:30], make_dataset(30, cfg.seed).images)
+    # the seed draws other pair images
+    other, _ = training_set(ToyTrainConfig(n_images=40, pair_fraction=0.25, seed=1))
+    assert not np.array_equal(other[30:], images[30:])
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +227,7 @@ def toy_pipe(root):
 
 def test_shipped_weights_reproduce_recorded_accuracy(root, toy_pipe):
     from hrv.heads import HeadRegistry
-    from hrv.toy.train import recorded_check
+    from hrv.toy.train import recorded_check, recorded_pair_check
 
     stats = json.loads((root / "resources/toy/model/training.json").read_text())
     recorded = stats["check"]["accuracy"]
@@ -211,12 +236,15 @@ def test_shipped_weights_reproduce_recorded_accuracy(root, toy_pipe):
     torch.set_num_threads(1)
     try:
         measured = recorded_check(toy_pipe)
+        measured_pairs = recorded_pair_check(toy_pipe)
     finally:
         torch.set_num_threads(threads)
     n = stats["check"]["images"]
     for attr, value in recorded.items():
         # one image's worth of slack for BLAS differences between machines
         assert abs(measured[attr] - value) <= 1.0 / n + 1e-9, (attr, measured, recorded)
+    for key, value in stats["check"]["pairs"].items():
+        assert abs(measured_pairs[key] - value) <= 1.0 / n + 1e-9, (key, measured_pairs, stats["check"])
 
 
 def test_shipped_model_follows_captions(root):

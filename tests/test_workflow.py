@@ -19,7 +19,14 @@ def workdir(tmp_path_factory) -> Path:
         "run": "t",
         "hrv": {"max_prompts": 5, "shards": 2, "batch_size": 2},
         "sampling": {"steps": 2, "height": 64, "width": 64},
-        "toy": {"steps": 2, "hrv_prompts": 4, "weaken_prompts": 2, "ks": [0, 128], "max_captions": 6},
+        "toy": {
+            "steps": 2,
+            "hrv_prompts": 4,
+            "weaken_prompts": 2,
+            "ks": [0, 128],
+            "max_captions": 6,
+            "neglect": {"scenes": 2, "steps": 2},
+        },
     }
     write_config(work, overlay, "overlay.yaml")
     return work
@@ -34,10 +41,14 @@ def test_dry_run_plans_shards(workdir):
     out = snakemake(workdir, "results/t/hrv/heatmap.png", "-n", "--configfile", "overlay.yaml").stdout
     assert "hrv_shard" in out and "build_tiny_model" in out and "hrv_merge" in out
     # the default target includes the toy world's checks unless they are switched off
-    assert "toy_checks" in snakemake(workdir, "-n", "--configfile", "overlay.yaml").stdout
+    planned = snakemake(workdir, "-n", "--configfile", "overlay.yaml").stdout
+    assert "toy_checks" in planned and "toy_neglect" in planned
+    write_config(workdir, {"toy": {"neglect": {"enabled": False}}}, "no_neglect.yaml")
+    no_neglect = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "no_neglect.yaml").stdout
+    assert "toy_checks" in no_neglect and "toy_neglect" not in no_neglect
     write_config(workdir, {"toy": {"enabled": False}}, "no_toy.yaml")
     off = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "no_toy.yaml").stdout
-    assert "toy_checks" not in off and "hrv_merge" in off
+    assert "toy_checks" not in off and "toy_neglect" not in off and "hrv_merge" in off
     # weakening and polysemy with the released SD v1.4 HRVs: imported by a rule
     write_config(workdir, {"weakening": {"hrv": "sd14"}, "polysemy": {"hrv": "sd14"}}, "official.yaml")
     official = snakemake(workdir, "-n", "--configfile", "overlay.yaml", "no_toy.yaml", "official.yaml").stdout
@@ -45,7 +56,12 @@ def test_dry_run_plans_shards(workdir):
 
 
 def test_toy_checks_rule(workdir):
-    snakemake(workdir, "results/t/toy/checks/checks.json", "--cores", "1", "--configfile", "overlay.yaml")
+    neglect = "results/t/toy/neglect/neglect.json"
+    snakemake(workdir, neglect, "--cores", "1", "--configfile", "overlay.yaml")  # needs the checks' HRVs
+    res = __import__("json").loads((workdir / neglect).read_text())
+    assert res["images_per_method"] == 2 and list(res["methods"]) == ["sd", "ae", "ae_hrv", "ae_uniform"]
+    assert res["hrv"].endswith("results/t/toy/checks/hrv.npz")
+    assert (workdir / "results/t/toy/neglect/neglect.png").read_bytes()[:4] == b"\x89PNG"
     folder = workdir / "results/t/toy/checks"
     for name in ("heatmap.png", "weakening.png", "samples.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"

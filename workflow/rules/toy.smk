@@ -1,5 +1,6 @@
 # The toy world (issue 6). `toy_checks` (in `rule all` when toy.enabled) measures the paper's claims
-# on the shipped model with exact classifiers. `train_toy_model` is not part of `rule all`: it
+# on the shipped model with exact classifiers; `toy_neglect` (when toy.neglect.enabled too) measures
+# how often each object of a two-object caption is missing under sd / A&E / A&E-HRV (issue 18). `train_toy_model` is not part of `rule all`: it
 # re-trains the shipped resources/toy/model from scratch (about an hour on one core):
 #   snakemake --cores 1 train_toy_model
 # and copy results/toy/model over resources/toy/model to ship the new weights.
@@ -22,7 +23,7 @@ rule toy_checks:
             f"{OUT}/toy/checks/samples.png", caption="../report/toy_samples.rst", category="Toy world"
         ),
     params:
-        toy={k: v for k, v in config["toy"].items() if k not in ("enabled", "model", "concepts")},
+        toy={k: v for k, v in config["toy"].items() if k not in ("enabled", "model", "concepts", "neglect")},
         version=VERSION,
     threads: 1
     log:
@@ -31,6 +32,32 @@ rule toy_checks:
         "../../envs/diffusion.yaml"
     script:
         "../scripts/toy_checks.py"
+
+
+rule toy_neglect:
+    input:
+        model=config["toy"]["model"],
+        hrv=rules.toy_checks.output.npz,
+    output:
+        json=f"{OUT}/toy/neglect/neglect.json",
+        csv=f"{OUT}/toy/neglect/neglect.csv",
+        bars=report(
+            f"{OUT}/toy/neglect/neglect.png", caption="../report/toy_neglect.rst", category="Toy world"
+        ),
+        grid=report(
+            f"{OUT}/toy/neglect/grid.png", caption="../report/toy_neglect_grid.rst", category="Toy world"
+        ),
+    params:
+        neglect={k: v for k, v in config["toy"]["neglect"].items() if k != "enabled"},
+        guidance_scale=config["toy"]["guidance_scale"],
+        version=VERSION,
+    threads: 1
+    log:
+        f"{OUT}/logs/toy_neglect.log",
+    conda:
+        "../../envs/diffusion.yaml"
+    script:
+        "../scripts/toy_neglect.py"
 
 
 rule train_toy_model:

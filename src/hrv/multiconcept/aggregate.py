@@ -5,14 +5,14 @@ prompt tokens is cut to a slice without SOT, times 100, soft-maxed over the toke
 channel is smoothed with a 3x3 kernel on a reflect-padded map and its maximum is the token's
 value. They differ in how the map is made:
 
-- ``ae`` (A&E and diffusers' pipeline): every head of the CA layers with ceil(H/32) x ceil(W/32)
-  queries (16x16 at 512 px), concatenated in diffusers' order (up, down, mid) and averaged; tokens
+- ``ae`` (A&E and diffusers' pipeline): every head of the CA layers with a quarter of the latent's
+  side (ceil(H/32) x ceil(W/32) queries with SD's 8x autoencoder: 16x16 at 512 px), concatenated in diffusers' order (up, down, mid) and averaged; tokens
   1..75 (``[1:-1]``); A&E's kernel (``ae_kernel``: a Gaussian of sigma 0.5 whose formula makes it
   as wide as sigma 0.5*sqrt(2)).
 - ``ae_released`` (the HRV repository's ``--run_standard_attend_excite``): the same layers and
   average; tokens 1..76 (``[1:77]``); the correct Gaussian of sigma 0.5 (``gaussian_kernel``).
 - ``ae_hrv`` (the HRV repository's A&E-HRV): every head of every CA layer, each head's map brought
-  to ceil(H/64) x ceil(W/64) (8x8 at 512 px; larger maps Gaussian-blurred with the OpenCV kernel
+  to an eighth of the latent's side (ceil(H/64) x ceil(W/64) with SD's autoencoder, 8x8 at 512 px; larger maps Gaussian-blurred with the OpenCV kernel
   rule and reflect padding, then bicubic, no antialias), and a token's map is the sum over heads of
   ``HRV_concept[h] / H`` times the head's map (the shipped HRVs sum to H: a convex combination);
   tokens 1..76 and the correct Gaussian.
@@ -154,29 +154,36 @@ class Aggregation:
 
 
 def build_aggregation(
-    method: str, sites: Sequence[MapSite], image_size: tuple[int, int], smooth: bool = True
+    method: str, sites: Sequence[MapSite], latent_size: tuple[int, int], smooth: bool = True
 ):
-    """The ``Aggregation`` of ``method`` for a UNet's CA layers (``sites``, execution order) at an
-    image of ``image_size`` (height, width) pixels."""
-    height, width = image_size
+    """The ``Aggregation`` of ``method`` for a UNet's CA layers (``sites``, execution order) at a
+    latent of ``latent_size`` (height, width).
+
+    Map sizes are fixed in latent units, the UNet's levels: ``ae`` reads the maps at 1/4 of the
+    latent, ``ae_hrv`` brings every map to 1/8 of it. With SD's 8x autoencoder that is 1/32 and 1/64
+    of the image (16x16 and 8x8 at 512 px), as A&E and the released code define them; the toy
+    model's 2x autoencoder gets its own UNet's levels (4x4 and 2x2 at 32 px), not 1x1 maps.
+    """
+    height, width = latent_size
     if method in ("ae", "ae_released"):
-        side = (math.ceil(height / 32), math.ceil(width / 32))
+        side = (math.ceil(height / 4), math.ceil(width / 4))
         chosen = [s for s in sites if s.height * s.width == side[0] * side[1]]
         if not chosen:
             raise HRVInputError(
-                f"{method}: no cross-attention layer has {side[0]}x{side[1]} queries (1/32 of a {height}x{width}"
-                f" image); its layers have {sorted({(s.height, s.width) for s in sites})}"
+                f"{method}: no cross-attention layer has {side[0]}x{side[1]} queries (1/4 of a {height}x{width}"
+                f" latent); its layers have {sorted({(s.height, s.width) for s in sites})}"
             )
         chosen.sort(key=lambda s: (_DIFFUSERS_ORDER[s.section], s.position))
         if method == "ae":
             return Aggregation(method, tuple(chosen), 76, ae_kernel())
         return Aggregation(method, tuple(chosen), 77, gaussian_kernel() if smooth else None)
     if method in ("ae_hrv", "ae_uniform"):
-        target = (math.ceil(height / 64), math.ceil(width / 64))
+        target = (math.ceil(height / 8), math.ceil(width / 8))
         if min(target) < 2:
             raise HRVInputError(
-                f"{method}: maps of 1/64 of a {height}x{width} image are {target[0]}x{target[1]}; the 3x3"
-                " smoothing needs at least 2x2: use images of at least 128 px"
+                f"{method}: maps of 1/8 of a {height}x{width} latent are {target[0]}x{target[1]}; the 3x3"
+                " smoothing needs at least 2x2: use a latent of at least 16x16 (images of 128 px with SD's"
+                " 8x autoencoder)"
             )
         n_heads = sum(s.heads for s in sites)
         return Aggregation(method, tuple(sites), 77, gaussian_kernel() if smooth else None, target, n_heads)

@@ -155,7 +155,7 @@ class ExciteSampler:
         self.trace: list[dict] = []  # per image and excited step: loss, refinement steps
         if method in EXCITING:
             self.aggregation = build_aggregation(
-                method, map_sites(pipe, self.latent_hw), (self.height, self.width), self.settings.smooth
+                method, map_sites(pipe, self.latent_hw), self.latent_hw, self.settings.smooth
             )
             self.capture = CaptureMaps(fn=self._keep, sites=self.aggregation.names)
             self.controller = Controller([self.capture], layout=Layout(guidance=False), batch_invariant=True)

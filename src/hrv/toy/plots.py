@@ -63,3 +63,61 @@ def image_grid(
         ax.set_title(" ".join(words[:3]) + "\n" + " ".join(words[3:]), fontsize=5)
     fig.tight_layout()
     return save_png(fig, out, dpi)
+
+
+NEGLECT_BARS = (
+    ("first_missing", "first object missing"),
+    ("second_missing", "second object missing"),
+    ("any_missing", "either missing"),
+)
+
+
+def neglect_bars(results: dict, out: str | Path, dpi: int = 150) -> Path:
+    """Grouped bars: per method the rate of a missing first / second / either object, +- 1 SE."""
+    plt = pyplot()
+    methods = list(results["methods"])
+    fig, ax = plt.subplots(figsize=(1.4 + 1.3 * len(methods), 3.2))
+    width = 0.8 / len(NEGLECT_BARS)
+    x = np.arange(len(methods))
+    for j, (key, label) in enumerate(NEGLECT_BARS):
+        rates = [results["methods"][m][key]["rate"] for m in methods]
+        ses = [results["methods"][m][key]["se"] for m in methods]
+        ax.bar(x + (j - 1) * width, rates, width, yerr=ses, capsize=2, label=label)
+    ax.set_xticks(x, methods)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of images")
+    ax.set_title(f"toy world: objects missing, {results['images_per_method']} images per method", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save_png(fig, out, dpi)
+
+
+def neglect_grid(
+    images: dict[str, Sequence],
+    captions: Sequence[str],
+    n_seeds: int,
+    out: str | Path,
+    rows: int = 12,
+    dpi: int = 150,
+) -> Path:
+    """Rows = captions (first seed), columns = methods: the same latent under each method."""
+    plt = pyplot()
+    methods = list(images)
+    rows = min(rows, len(captions))
+    fig, axes = plt.subplots(
+        rows, len(methods), figsize=(1.3 * len(methods) + 2.2, 1.3 * rows), squeeze=False
+    )
+    for r in range(rows):
+        for c, method in enumerate(methods):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(images[method][r * n_seeds]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(method, fontsize=8)
+        axes[r, 0].set_ylabel(
+            captions[r].replace(" and ", "\nand "), fontsize=5, rotation=0, ha="right", va="center"
+        )
+    fig.tight_layout()
+    return save_png(fig, out, dpi)

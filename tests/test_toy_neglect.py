@@ -128,3 +128,20 @@ def test_run_writes_a_complete_folder(root, toy_hrv, tmp_path):
     with pytest.raises(HRVInputError, match="not empty"):  # a folder it did not write is not touched
         run_neglect(root / "resources/toy/model", tmp_path / "hrv.npz", tmp_path, s, log=lambda line: None)
     assert (tmp_path / "hrv.npz").is_file()
+
+
+def test_per_method_files_and_the_table_refuse_a_mix_of_settings(root, toy_pipe, tmp_path):
+    from hrv.toy.neglect import run_neglect_method, run_neglect_table, sample_neglect
+
+    model = root / "resources/toy/model"
+    s = NeglectSettings(methods=("sd",), scenes=2, steps=2)
+    npz = run_neglect_method(model, None, "sd", tmp_path / "sd.npz", s, log=lambda line: None)
+    with np.load(npz) as data:  # the job's images are the in-process ones
+        np.testing.assert_array_equal(data["images"], sample_neglect(toy_pipe, None, "sd", s))
+    res = run_neglect_table({"sd": npz}, tmp_path / "summary", s, log=lambda line: None)
+    assert res["images_per_method"] == 2 and (tmp_path / "summary/grid.png").is_file()
+    other = NeglectSettings(methods=("sd",), scenes=2, steps=3)
+    with pytest.raises(HRVInputError, match="sd.npz.*re-run"):
+        run_neglect_table({"sd": npz}, tmp_path / "summary", other, log=lambda line: None)
+    with pytest.raises(HRVInputError, match="expected ae"):  # a file of another method
+        run_neglect_table({"ae": npz}, tmp_path / "summary", s, log=lambda line: None)

@@ -56,12 +56,21 @@ def test_dry_run_plans_shards(workdir):
 
 
 def test_toy_checks_rule(workdir):
-    neglect = "results/t/toy/neglect/neglect.json"
+    neglect = "results/t/toy/neglect/summary/neglect.json"
     snakemake(workdir, neglect, "--cores", "1", "--configfile", "overlay.yaml")  # needs the checks' HRVs
     res = __import__("json").loads((workdir / neglect).read_text())
     assert res["images_per_method"] == 2 and list(res["methods"]) == ["sd", "ae", "ae_hrv", "ae_uniform"]
-    assert res["hrv"].endswith("results/t/toy/checks/hrv.npz")
-    assert (workdir / "results/t/toy/neglect/neglect.png").read_bytes()[:4] == b"\x89PNG"
+    assert res["sources"]["ae_hrv"]["hrv"].endswith("results/t/toy/checks/hrv.npz")
+    assert (workdir / "results/t/toy/neglect/summary/neglect.png").read_bytes()[:4] == b"\x89PNG"
+    # a new method is one new job; the others' images are kept
+    write_config(
+        workdir,
+        {"toy": {"neglect": {"methods": ["sd", "ae", "ae_hrv", "ae_uniform", "ae_released"]}}},
+        "more.yaml",
+    )
+    planned = snakemake(workdir, neglect, "-n", "--configfile", "overlay.yaml", "more.yaml").stdout
+    assert "toy_neglect_method" in planned and "wildcards: method=ae_released" in planned
+    assert "method=ae_hrv" not in planned and "toy_checks" not in planned
     folder = workdir / "results/t/toy/checks"
     for name in ("heatmap.png", "weakening.png", "samples.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"

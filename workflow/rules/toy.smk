@@ -5,6 +5,14 @@
 #   snakemake --cores 1 train_toy_model
 # and copy results/toy/model over resources/toy/model to ship the new weights.
 
+NEGLECT = config["toy"]["neglect"]
+# the settings every image file of the measurement must share (the table refuses a mix)
+NEGLECT_SETTINGS = {
+    **{k: v for k, v in NEGLECT.items() if k not in ("enabled", "methods")},
+    "guidance_scale": config["toy"]["guidance_scale"],
+    "version": VERSION,
+}
+
 
 rule toy_checks:
     input:
@@ -34,26 +42,46 @@ rule toy_checks:
         "../scripts/toy_checks.py"
 
 
-rule toy_neglect:
+rule toy_neglect_method:
     input:
         model=config["toy"]["model"],
         hrv=rules.toy_checks.output.npz,
     output:
-        json=f"{OUT}/toy/neglect/neglect.json",
-        csv=f"{OUT}/toy/neglect/neglect.csv",
-        bars=report(
-            f"{OUT}/toy/neglect/neglect.png", caption="../report/toy_neglect.rst", category="Toy world"
-        ),
-        grid=report(
-            f"{OUT}/toy/neglect/grid.png", caption="../report/toy_neglect_grid.rst", category="Toy world"
-        ),
+        npz=f"{OUT}/toy/neglect/{{method}}.npz",
+    wildcard_constraints:
+        method="|".join(NEGLECT["methods"]),
     params:
-        neglect={k: v for k, v in config["toy"]["neglect"].items() if k != "enabled"},
-        guidance_scale=config["toy"]["guidance_scale"],
-        version=VERSION,
+        neglect=NEGLECT_SETTINGS,
     threads: 1
     log:
-        f"{OUT}/logs/toy_neglect.log",
+        f"{OUT}/logs/toy_neglect/{{method}}.log",
+    conda:
+        "../../envs/diffusion.yaml"
+    script:
+        "../scripts/toy_neglect_method.py"
+
+
+rule toy_neglect:
+    input:
+        npz=expand(rules.toy_neglect_method.output.npz, method=NEGLECT["methods"]),
+    output:
+        json=f"{OUT}/toy/neglect/summary/neglect.json",
+        csv=f"{OUT}/toy/neglect/summary/neglect.csv",
+        bars=report(
+            f"{OUT}/toy/neglect/summary/neglect.png",
+            caption="../report/toy_neglect.rst",
+            category="Toy world",
+        ),
+        grid=report(
+            f"{OUT}/toy/neglect/summary/grid.png",
+            caption="../report/toy_neglect_grid.rst",
+            category="Toy world",
+        ),
+    params:
+        neglect=NEGLECT_SETTINGS,
+        methods=NEGLECT["methods"],
+    log:
+        f"{OUT}/logs/toy_neglect/summary.log",
     conda:
         "../../envs/diffusion.yaml"
     script:

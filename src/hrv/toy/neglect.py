@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,13 +73,24 @@ def _rates(flags: np.ndarray) -> dict[str, float]:
     return {"rate": p, "se": float(np.sqrt(p * (1 - p) / n)) if n else float("nan")}
 
 
-def sample_method(pipe, method: str, scenes: Sequence[PairScene], hrv, s: NeglectSettings, progress: bool):
-    """Images of every (scene, seed) under ``method``, scenes outer, seeds inner."""
+def _check_hrv(hrv, s: NeglectSettings) -> None:
+    if hrv is None:
+        raise HRVInputError("toy neglect: ae_hrv needs the toy HRVs (hrv.npz of the toy checks)")
+    if s.concept not in hrv.concepts:
+        raise HRVInputError(
+            f"toy neglect: concept {s.concept!r} is not in the HRV file; it has {', '.join(hrv.concepts)}"
+        )
+
+
+def sample_neglect(pipe, hrv, method: str, s: NeglectSettings, progress: bool = False) -> np.ndarray:
+    """(N, 32, 32, 3) uint8 images of every (scene, seed) under ``method``, scenes outer, seeds inner."""
     from hrv.multiconcept.generate import sample_jobs
     from hrv.multiconcept.sampler import ExciteSampler, ImageJob
     from hrv.multiconcept.subjects import find_subjects, token_layout
     from hrv.toy.world import IMAGE_SIZE
 
+    if method == "ae_hrv":
+        _check_hrv(hrv, s)
     sampler = ExciteSampler(
         pipe,
         method,
@@ -90,7 +101,7 @@ def sample_method(pipe, method: str, scenes: Sequence[PairScene], hrv, s: Neglec
         width=IMAGE_SIZE,
     )
     jobs = []
-    for scene in scenes:
+    for scene in neglect_scenes(s.scenes):
         caption = scene.caption()
         positions, concepts = (), ()
         if method != "sd":
@@ -99,7 +110,48 @@ def sample_method(pipe, method: str, scenes: Sequence[PairScene], hrv, s: Neglec
             )
             positions, concepts = token_layout(subjects)
         jobs.extend(ImageJob(caption, seed, positions, concepts) for seed in s.seeds)
-    return sample_jobs(sampler, jobs, s.batch_size, progress)
+    return np.stack(
+        [np.asarray(im, dtype=np.uint8) for im in sample_jobs(sampler, jobs, s.batch_size, progress)]
+    )
+
+
+def summarize_neglect(
+    images: dict[str, np.ndarray], s: NeglectSettings, log: Callable[[str], None] = print
+) -> dict:
+    """Per method the rates (with binomial SE) of a missing first / second / any object and of both
+    missing, and the images it recovers or loses against ``sd`` (same latents)."""
+    per_image = [sc for sc in neglect_scenes(s.scenes) for _ in s.seeds]
+    results: dict = {"settings": asdict(s), "images_per_method": len(per_image), "methods": {}}
+    flags: dict[str, np.ndarray] = {}
+    for method, ims in images.items():
+        if len(ims) != len(per_image):
+            raise HRVInputError(
+                f"toy neglect: {method} has {len(ims)} images, the settings give {len(per_image)}"
+                " (scenes x seeds): re-run its sampling with these settings"
+            )
+        f = flags[method] = np.array([missing(im, sc) for im, sc in zip(ims, per_image, strict=True)])
+        r = results["methods"][method] = {
+            "first_missing": _rates(f[:, 0]),
+            "second_missing": _rates(f[:, 1]),
+            "any_missing": _rates(f.any(axis=1)),
+            "both_missing": _rates(f.all(axis=1)),
+        }
+        log(
+            f"    {method:10s} first missing {r['first_missing']['rate']:.3f}  second {r['second_missing']['rate']:.3f}"
+            f"  either {r['any_missing']['rate']:.3f} +- {r['any_missing']['se']:.3f}"
+        )
+    if "sd" in flags:
+        base = flags["sd"].any(axis=1)
+        for method, f in flags.items():
+            if method == "sd":
+                continue
+            other = f.any(axis=1)
+            paired = results["methods"][method]["paired_vs_sd"] = {
+                "recovered": int((base & ~other).sum()),  # sd misses an object, the method shows both
+                "lost": int((~base & other).sum()),  # sd shows both, the method misses one
+            }
+            log(f"    {method:10s} against sd: recovers {paired['recovered']}, loses {paired['lost']}")
+    return results
 
 
 def measure_neglect(
@@ -108,61 +160,28 @@ def measure_neglect(
     settings: NeglectSettings | None = None,
     log: Callable[[str], None] = print,
     progress: bool = False,
-) -> tuple[dict, dict[str, list]]:
-    """(results, images per method). Results: per method the rates (with binomial SE) of a missing
-    first / second / any object and of both shown, and the paired changes against ``sd``."""
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Sample every method of the settings and summarise: (results, images per method)."""
     s = settings or NeglectSettings()
     if "ae_hrv" in s.methods:
-        if hrv is None:
-            raise HRVInputError("toy neglect: ae_hrv needs the toy HRVs (hrv.npz of the toy checks)")
-        if s.concept not in hrv.concepts:
-            raise HRVInputError(
-                f"toy neglect: concept {s.concept!r} is not in the HRV file; it has {', '.join(hrv.concepts)}"
-            )
-    scenes = neglect_scenes(s.scenes)
-    per_image = [sc for sc in scenes for _ in s.seeds]
-    flags: dict[str, np.ndarray] = {}
-    images: dict[str, list] = {}
-    results: dict = {"settings": asdict(s), "images_per_method": len(per_image), "methods": {}}
+        _check_hrv(hrv, s)
+    images = {}
     for method in s.methods:
         t0 = time.perf_counter()
-        images[method] = sample_method(pipe, method, scenes, hrv, s, progress)
-        flags[method] = np.array([missing(im, sc) for im, sc in zip(images[method], per_image, strict=True)])
-        f = flags[method]
-        results["methods"][method] = {
-            "first_missing": _rates(f[:, 0]),
-            "second_missing": _rates(f[:, 1]),
-            "any_missing": _rates(f.any(axis=1)),
-            "both_missing": _rates(f.all(axis=1)),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        r = results["methods"][method]
-        log(
-            f"    {method:10s} first missing {r['first_missing']['rate']:.3f}  second {r['second_missing']['rate']:.3f}"
-            f"  any {r['any_missing']['rate']:.3f} +- {r['any_missing']['se']:.3f}  ({r['seconds']:.0f}s)"
-        )
-    if "sd" in flags:
-        base = flags["sd"].any(axis=1)
-        for method in s.methods:
-            if method == "sd":
-                continue
-            other = flags[method].any(axis=1)
-            results["methods"][method]["paired_vs_sd"] = {
-                "recovered": int((base & ~other).sum()),  # sd misses an object, the method shows both
-                "lost": int((~base & other).sum()),
-            }
-    return results, images
+        images[method] = sample_neglect(pipe, hrv, method, s, progress)
+        log(f"    {method}: {len(images[method])} images ({time.perf_counter() - t0:.0f}s)")
+    return summarize_neglect(images, s, log), images
 
 
-def write_neglect(
-    results: dict, images: dict[str, list], scenes: Sequence[PairScene], out: str | Path
-) -> Path:
+def write_neglect(results: dict, images: dict[str, np.ndarray], out: str | Path) -> Path:
     """``neglect.json``, ``neglect.csv``, ``neglect.png`` (bars) and ``grid.png`` into a fresh folder."""
     import pandas as pd
 
     from hrv.io import atomic_dir
     from hrv.toy.plots import neglect_bars, neglect_grid
 
+    s = results["settings"]
+    captions = [sc.caption() for sc in neglect_scenes(s["scenes"])]
     with atomic_dir(out, owner=OWNER) as tmp:
         (tmp / "neglect.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         rows = [
@@ -173,42 +192,114 @@ def write_neglect(
         ]
         pd.DataFrame(rows).to_csv(tmp / "neglect.csv", index=False)
         neglect_bars(results, tmp / "neglect.png")
-        neglect_grid(
-            images, [sc.caption() for sc in scenes], len(results["settings"]["seeds"]), tmp / "grid.png"
-        )
+        neglect_grid(images, captions, len(s["seeds"]), tmp / "grid.png")
     return Path(out)
+
+
+def _prepared(model: str | Path, hrv_path: str | Path | None, s: NeglectSettings):
+    from hrv.hrvfile import load_hrv
+    from hrv.models import load_pipeline
+
+    hrv = load_hrv(hrv_path) if hrv_path is not None else None
+    return load_pipeline(model, device="cpu", dtype="float32"), hrv
+
+
+def run_neglect_method(
+    model: str | Path,
+    hrv_path: str | Path | None,
+    method: str,
+    out: str | Path,
+    settings: NeglectSettings | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """One method's images, with the settings that made them, as ``out`` (.npz; a workflow job)."""
+    import torch
+
+    from hrv.io import write_npz
+
+    s = settings or NeglectSettings()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        pipe, hrv = _prepared(model, hrv_path if method == "ae_hrv" else None, s)
+        t0 = time.perf_counter()
+        images = sample_neglect(pipe, hrv, method, s, progress=True)
+        log(f"toy neglect, {method}: {len(images)} images, {s.steps} steps ({time.perf_counter() - t0:.0f}s)")
+    finally:
+        torch.set_num_threads(threads)
+    meta = {"method": method, "settings": asdict(s), "model": str(model), "hrv": str(hrv_path)}
+    return write_npz(out, images=images, meta=np.array(json.dumps(meta)))
+
+
+def run_neglect_table(
+    npz: dict[str, str | Path], out: str | Path, settings: NeglectSettings, log: Callable[[str], None] = print
+) -> dict:
+    """Summarise the methods' image files (``run_neglect_method``) into the results folder ``out``.
+    Files made with other settings (scenes, seeds, steps, guidance, concept) are refused."""
+    from hrv.io import check_replaceable
+
+    check_replaceable(out, OWNER)
+    compared = ("scenes", "seeds", "steps", "guidance_scale", "concept")
+    want = {k: v for k, v in asdict(settings).items() if k in compared}
+    images, sources = {}, {}
+    for method, path in npz.items():
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            images[method] = data["images"]
+        sources[method] = {"model": meta["model"], "hrv": meta["hrv"]}
+        got = {k: v for k, v in meta["settings"].items() if k in compared}
+        got["seeds"] = tuple(got["seeds"])
+        if meta["method"] != method or got != want:
+            raise HRVInputError(
+                f"{path}: images of {meta['method']} with {got}, expected {method} with {want};"
+                " re-run its sampling (delete the file or let Snakemake re-run the job)"
+            )
+    log(
+        f"[6] neglect: {want['scenes']} two-object captions x {len(want['seeds'])} seed(s), {want['steps']} steps"
+    )
+    results = summarize_neglect(images, settings, log)
+    results["sources"] = sources
+    write_neglect(results, images, out)
+    return results
 
 
 def run_neglect(
     model: str | Path,
-    hrv_path: str | Path,
+    hrv_path: str | Path | None,
     out: str | Path,
     settings: NeglectSettings | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Measure neglect on the toy model with the toy HRVs (``hrv.npz`` of the toy checks) and write
-    the results folder (atomically). Returns the results."""
+    the results folder ``out`` (atomically; a folder another command wrote is refused). In one
+    process; the workflow runs one job per method instead (``run_neglect_method``)."""
     import torch
 
-    from hrv.hrvfile import load_hrv
     from hrv.io import check_replaceable
-    from hrv.models import load_pipeline
 
     s = settings or NeglectSettings()
     check_replaceable(out, OWNER)  # before the sampling, not after it
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     try:
-        hrv = load_hrv(hrv_path) if "ae_hrv" in s.methods else None
-        pipe = load_pipeline(model, device="cpu", dtype="float32")
-        scenes = neglect_scenes(s.scenes)
-        log(
-            f"[6] neglect: {len(scenes)} two-object captions x {len(s.seeds)} seed(s), {s.steps} steps,"
-            f" CFG {s.guidance_scale}; subjects = the shape words, ae_hrv with the {s.concept} HRV"
-        )
+        pipe, hrv = _prepared(model, hrv_path if "ae_hrv" in s.methods else None, s)
         results, images = measure_neglect(pipe, hrv, s, log)
-        results["model"], results["hrv"] = str(model), str(hrv_path)
-        write_neglect(results, images, scenes, out)
     finally:
         torch.set_num_threads(threads)
+    results["model"], results["hrv"] = str(model), str(hrv_path)
+    write_neglect(results, images, out)
     return results
+
+
+def settings_from_config(neglect: dict, methods: list[str], threads: int = 1) -> NeglectSettings:
+    """``NeglectSettings`` from the workflow's ``toy.neglect`` block (with ``guidance_scale`` added)."""
+    return NeglectSettings(
+        methods=tuple(methods),
+        scenes=neglect["scenes"],
+        seeds=tuple(neglect["seeds"]),
+        steps=neglect["steps"],
+        guidance_scale=neglect["guidance_scale"],
+        concept=neglect["concept"],
+        batch_size=neglect["batch_size"],
+        threads=threads,
+    )

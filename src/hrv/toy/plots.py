@@ -84,10 +84,11 @@ def neglect_bars(results: dict, out: str | Path, dpi: int = 150) -> Path:
         ses = [results["methods"][m][key]["se"] for m in methods]
         ax.bar(x + (j - 1) * width, rates, width, yerr=ses, capsize=2, label=label)
     ax.set_xticks(x, methods)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.2)  # room for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("fraction of images")
     ax.set_title(f"toy world: objects missing, {results['images_per_method']} images per method", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_png(fig, out, dpi)

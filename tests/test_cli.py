@@ -57,6 +57,24 @@ def test_accumulate_merge_heatmap(tiny_model_dir, root, tmp_path, capsys):
     assert hrv.counts.sum() == 3 * 3 * 128 and hrv.hrv.shape == (34, 128)
     assert main(["heatmap", str(tmp_path / "hrv/hrv.npz"), "--out", str(tmp_path / "h.png")]) == 0
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    # an existing file is replaced only with --overwrite (a PNG does not say who wrote it)
+    (tmp_path / "mine.png").write_bytes(b"my figure")
+    assert main(["heatmap", str(tmp_path / "hrv/hrv.npz"), "--out", str(tmp_path / "mine.png")]) == 2
+    assert "exists" in capsys.readouterr().err and (tmp_path / "mine.png").read_bytes() == b"my figure"
+    assert (
+        main(["heatmap", str(tmp_path / "hrv/hrv.npz"), "--out", str(tmp_path / "mine.png"), "--overwrite"])
+        == 0
+    )
+    assert (tmp_path / "mine.png").read_bytes()[:4] == b"\x89PNG"
+    # merge replaces an earlier merge's folder, not a folder of someone else's CSVs
+    shards = [str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")]
+    assert main(["merge", *shards, "--out", str(tmp_path / "hrv")]) == 0
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes/hrv.csv").write_text("my,table\n")
+    assert main(["merge", *shards, "--out", str(tmp_path / "notes")]) == 2
+    assert (tmp_path / "notes/hrv.csv").read_text() == "my,table\n" and not (
+        tmp_path / "notes/hrv.npz"
+    ).exists()
     # one shard with the same prompts gives the same counts
     assert (
         main(

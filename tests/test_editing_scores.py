@@ -194,6 +194,10 @@ def test_edit_hp_command(tmp_path, capsys):
     t = pd.read_csv(out).set_index(["set", "method"])
     assert t.loc[("image_style", "p2p"), "hp"] == pytest.approx(100)  # items 1 and 2: one vote each
     assert "p2p" in capsys.readouterr().out
+    before = out.read_bytes()  # an existing table is replaced only with --overwrite
+    args = ["edit-hp", str(tmp_path / "alice.csv"), "--key", str(tmp_path / "key.csv"), "--out", str(out)]
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
     assert (
         main(["edit-hp", str(tmp_path / "nope.csv"), "--key", str(tmp_path / "key.csv"), "--out", str(out)])
         == 2

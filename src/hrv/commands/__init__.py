@@ -76,3 +76,32 @@ def seed_list(values: list[str] | str) -> list[int]:
     from hrv.generate import parse_seeds
 
     return parse_seeds(",".join(values) if isinstance(values, list) else values)
+
+
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (without it, an existing file is refused)",
+    )
+
+
+def check_new_files(args: argparse.Namespace, *flags: str) -> None:
+    """Refuse to replace an existing file named by ``flags`` (e.g. ``"out"``, ``"table"``) unless
+    ``--overwrite`` was given: a PNG or CSV does not say which command wrote it, so replacing one
+    is the user's explicit choice. Checked before any work is done."""
+    from pathlib import Path
+
+    from hrv.errors import HRVInputError
+
+    for flag in flags:
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise HRVInputError(f"--{flag} {value} is a folder; give a file name")
+        if path.exists() and not args.overwrite:
+            raise HRVInputError(
+                f"--{flag} {value} exists; give a new file name, or pass --overwrite to replace it"
+            )

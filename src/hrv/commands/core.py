@@ -11,6 +11,8 @@ from hrv.commands import (
     DEVICE_HELP,
     DTYPE_HELP,
     DefaultsHelp,
+    add_overwrite_arg,
+    check_new_files,
     finite_float,
     image_side,
     nonnegative_int,
@@ -103,6 +105,7 @@ def _merge(args) -> int:
         raise HRVInputError(
             f"--out {out} is a file; merge writes a folder (hrv.npz, hrv.csv, head_ranking.csv)"
         )
+    _check_merge_folder(out, args.overwrite)
     prompts = read_prompts([shipped(f) for f in args.prompts], args.max_prompts) if args.prompts else None
     if prompts is None:
         print(
@@ -116,6 +119,24 @@ def _merge(args) -> int:
     return 0
 
 
+def _check_merge_folder(out: Path, overwrite: bool) -> None:
+    """merge replaces hrv.npz, hrv.csv and head_ranking.csv in ``out``: only an earlier merge's
+    (an hrv.npz holding HRVs beside them), or any with --overwrite."""
+    from hrv.errors import HRVInputError
+
+    if overwrite:
+        return
+    if (out / "hrv.npz").exists():
+        check_npz_out(str(out / "hrv.npz"), "hrv")
+        return
+    for name in ("hrv.csv", "head_ranking.csv"):
+        if (out / name).exists():
+            raise HRVInputError(
+                f"--out {out} holds {name} but no HRVs of an earlier merge; give a new folder, or pass"
+                " --overwrite to replace it"
+            )
+
+
 def _heatmap(args) -> int:
     from hrv.hrvfile import load_hrv
     from hrv.plots import heatmap
@@ -124,6 +145,7 @@ def _heatmap(args) -> int:
         from hrv.errors import HRVInputError
 
         raise HRVInputError(f"--out {args.out}: give a .png, .pdf or .svg file")
+    check_new_files(args, "out")
     print(heatmap(load_hrv(args.hrv), args.out))
     return 0
 
@@ -235,6 +257,7 @@ def register(sub) -> None:
     p = sub.add_parser("merge", help="merge shard counts and normalise them into HRVs")
     p.add_argument("shards", nargs="+", help="the shards' .npz files (hrv accumulate --out)")
     p.add_argument("--out", required=True, help="folder for hrv.npz, hrv.csv and head_ranking.csv")
+    add_overwrite_arg(p)
     p.add_argument(
         "--concepts",
         default=None,
@@ -255,6 +278,7 @@ def register(sub) -> None:
     p = sub.add_parser("heatmap", help="plot an hrv.npz as a heat map")
     p.add_argument("hrv", help="an hrv.npz")
     p.add_argument("--out", required=True, help="the PNG to write")
+    add_overwrite_arg(p)
     p.set_defaults(func=_heatmap)
 
     p = sub.add_parser(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from hrv.commands import add_overwrite_arg, check_new_files
+
 
 def _edit_hp(args) -> int:
     from hrv.editing.human import write_hp_scores
 
+    check_new_files(args, "out", "table")
     table = write_hp_scores(args.key, args.answers, args.out, reference=args.reference)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if args.clip_summary:
@@ -47,4 +50,5 @@ def register(sub) -> None:
         help="the stage's editing/clip_summary.csv: also write the Table-1 layout",
     )
     p.add_argument("--table", default=None, help="with --clip-summary: CLIP and HP columns per method, CSV")
+    add_overwrite_arg(p)
     p.set_defaults(func=_edit_hp)

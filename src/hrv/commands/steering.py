@@ -8,7 +8,9 @@ from hrv.commands import (
     DEVICE_HELP,
     DTYPE_HELP,
     DefaultsHelp,
+    add_overwrite_arg,
     add_seeds_arg,
+    check_new_files,
     finite_float,
     image_side,
     nonnegative_int,
@@ -62,6 +64,7 @@ def _polysemy_rate(args) -> int:
     from hrv.io import atomic_path
     from hrv.polysemy import human_rates
 
+    check_new_files(args, "out")
     rates = human_rates(args.key, args.answers, exclude_unclear=args.exclude_unclear)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -131,4 +134,5 @@ def register(sub) -> None:
         "--exclude-unclear", action="store_true", help="leave 'unclear' judgements out of the rate"
     )
     p.add_argument("--out", default=None, help="write the rates as CSV here")
+    add_overwrite_arg(p)
     p.set_defaults(func=_polysemy_rate)

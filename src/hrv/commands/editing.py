@@ -18,17 +18,19 @@ from hrv.commands import (
 
 def _edit(args) -> int:
     from hrv.editing import edit_pairs, get_method, save_edit_outputs
-    from hrv.editing.run import _check_out, _check_window
+    from hrv.editing.injection import check_fraction
+    from hrv.editing.run import OWNER
     from hrv.errors import HRVInputError
+    from hrv.io import check_replaceable
     from hrv.models import load_pipeline
 
     if args.seeds is None:
         raise HRVInputError("give the seeds to edit from, e.g. --seeds 10 20 30")
-    _check_out(Path(args.out))
+    check_replaceable(Path(args.out), OWNER)
     for name in args.method:  # the cheap checks before the model loads
         get_method(name)
-    _check_window("--cross-steps", args.cross_steps)
-    _check_window("--self-steps", args.self_steps)
+    check_fraction(args.cross_steps, "--cross-steps")
+    check_fraction(args.self_steps, "--self-steps")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     result = edit_pairs(
         pipe,

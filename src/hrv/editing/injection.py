@@ -25,10 +25,15 @@ def from_source(call: Call, t: torch.Tensor, slot: int) -> torch.Tensor:
     return out
 
 
+def check_fraction(fraction: float | None, setting: str) -> None:
+    """A window given as a fraction of the steps lies in [0, 1] (``None``: the method's default)."""
+    if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
+        raise HRVInputError(f"{setting} must be a fraction of the steps in [0, 1], got {fraction!r}")
+
+
 def window_end(fraction: float, evaluations: int, setting: str) -> int:
     """The first UNet evaluation past ``fraction`` of ``evaluations``: evaluations t < int(f * N)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise HRVInputError(f"{setting} must be a fraction of the steps in [0, 1], got {fraction}")
+    check_fraction(fraction, setting)
     return int(fraction * evaluations)
 
 

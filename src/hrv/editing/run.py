@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hrv.control import Controller, Layout, UNetLayers, installed
+from hrv.editing.injection import check_fraction
 from hrv.editing.method import Method, Plan
 from hrv.editing.methods import get_method
 from hrv.editing.schedulers import SCHEDULERS, with_scheduler
@@ -67,11 +68,6 @@ def resolve_hrv(hrv: HRVSet | str | Path) -> HRVSet:
                 str(hrv), Path(tmp) / "hrv.npz", reference, reference.parent / "concepts/concepts_34x10.csv"
             )
     return load_hrv(hrv)
-
-
-def _check_window(name: str, value: float | None) -> None:
-    if value is not None and not 0.0 <= float(value) <= 1.0:
-        raise HRVInputError(f"{name} must be a fraction in [0, 1], got {value!r}")
 
 
 def edit_pairs(
@@ -118,8 +114,8 @@ def edit_pairs(
     chosen: list[Method] = [get_method(m) for m in methods]
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise HRVInputError(f"unknown editing scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
-    _check_window("cross_steps", cross_steps)
-    _check_window("self_steps", self_steps)
+    check_fraction(cross_steps, "cross_steps")
+    check_fraction(self_steps, "self_steps")
     if token_map not in TOKEN_MAPS:
         raise HRVInputError(f"unknown token map {token_map!r}; choose from {', '.join(TOKEN_MAPS)}")
     if batch_size < 1:
@@ -247,9 +243,7 @@ def edit_pairs(
     return EditResult(aligned, seed_list, methods, images, settings)
 
 
-def _check_out(out: Path) -> None:
-    """Refuse to replace a folder this command did not write (``hrv edit`` checks it before loading)."""
-    check_replaceable(out, "hrv edit")
+OWNER = "hrv edit"  # the marker of an output folder of save_edit_outputs
 
 
 def save_edit_outputs(result: EditResult, out_dir: str | Path) -> Path:
@@ -259,9 +253,9 @@ def save_edit_outputs(result: EditResult, out_dir: str | Path) -> Path:
     from hrv.generate import save_grid
 
     out = Path(out_dir)
-    _check_out(out)
+    check_replaceable(out, OWNER)
     names = ["source", *result.methods]
-    with atomic_dir(out, owner="hrv edit") as tmp:
+    with atomic_dir(out, owner=OWNER) as tmp:
         for p, pair in enumerate(result.pairs):
             folder = tmp if len(result.pairs) == 1 else tmp / f"pair{p:03d}"
             for name in names:

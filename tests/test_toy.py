@@ -133,6 +133,7 @@ def _short_cfg(seed: int):
         vae_channels=(8, 8),
         text_hidden=16,
         text_layers=1,
+        pair_steps=2,
     )
 
 
@@ -192,14 +193,14 @@ def test_bad_recipe_is_rejected():
         ToyTrainConfig(pair_fraction=1.0)
 
 
-def test_training_set_mixes_single_and_two_object_scenes():
+def test_stage_three_set_adds_two_object_scenes_to_the_single_ones():
     from hrv.toy.pairs import objects_in
-    from hrv.toy.train import ToyTrainConfig, training_set
+    from hrv.toy.train import ToyTrainConfig, pair_training_set
     from hrv.toy.world import parse_caption
 
-    cfg = ToyTrainConfig(n_images=40, pair_fraction=0.25)
-    images, captions = training_set(cfg)
-    assert images.shape == (40, 32, 32, 3) and len(captions) == 40
+    cfg = ToyTrainConfig(n_images=30, pair_fraction=0.25)
+    images, captions = pair_training_set(cfg)
+    assert cfg.n_pairs == 10 and images.shape == (40, 32, 32, 3) and len(captions) == 40
     singles, pairs = captions[:30], captions[30:]
     assert all(parse_caption(c) for c in singles)  # single-object captions of the world
     assert all(" and a " in c for c in pairs) and not any(" and " in c for c in singles)
@@ -208,11 +209,40 @@ def test_training_set_mixes_single_and_two_object_scenes():
         first, second = caption.split(" and ")
         named = {tuple(first.split(" ")[1:3]), tuple(second.split(" ")[1:3])}
         assert set(objects_in(image)) == named, caption
-    # the single-object part is make_dataset's (image i from default_rng([seed, i])), unchanged
+    # the single-object part is stages 1-2's training set, unchanged
     np.testing.assert_array_equal(images[:30], make_dataset(30, cfg.seed).images)
-    # the seed draws other pair images
-    other, _ = training_set(ToyTrainConfig(n_images=40, pair_fraction=0.25, seed=1))
-    assert not np.array_equal(other[30:], images[30:])
+    other, _ = pair_training_set(ToyTrainConfig(n_images=30, pair_fraction=0.25, seed=1))
+    assert not np.array_equal(other[30:], images[30:])  # the seed draws other pair images
+
+
+def test_stage_three_from_a_saved_folder_equals_the_whole_recipe(tmp_path, monkeypatch):
+    """train_pairs_from(folder of stages 1-2) gives the weights of train_pipeline with stage 3, bit for
+    bit, and stage 3 trains the UNet and text encoder but not the autoencoder."""
+    from dataclasses import replace
+
+    from hrv.toy.train import round_to_fp16, save_toy_pipeline, train_pairs_from, train_pipeline
+
+    cfg = replace(_short_cfg(0), pair_steps=2)
+    whole, stats = train_pipeline(cfg, progress=False, tokenizer_dir=tmp_path / "tok")
+    round_to_fp16(whole)
+    assert stats["pair_images"] == cfg.n_pairs and stats["pair_final_loss"] > 0
+    stage2, _ = train_pipeline(replace(cfg, pair_steps=0), progress=False, tokenizer_dir=tmp_path / "tok")
+    round_to_fp16(stage2)
+    before = _weights(stage2)
+    save_toy_pipeline(stage2, tmp_path / "stage2", {"config": {}})
+    # the 24-image check of the saved folder is not what this test is about
+    monkeypatch.setattr("hrv.toy.train.check_record", lambda pipe: {})
+    from diffusers import StableDiffusionPipeline
+
+    train_pairs_from(tmp_path / "stage2", tmp_path / "stage3", cfg, progress=False)
+    resumed = _weights(StableDiffusionPipeline.from_pretrained(tmp_path / "stage3", dtype=torch.float32))
+    expected = _weights(whole)
+    assert resumed.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(resumed[k], expected[k]), k
+    assert all(torch.equal(expected[k], before[k]) for k in expected if k.startswith("vae."))
+    assert any(not torch.equal(expected[k], before[k]) for k in expected if k.startswith("unet."))
+    assert any(not torch.equal(expected[k], before[k]) for k in expected if k.startswith("text_encoder."))
 
 
 @pytest.fixture(scope="module")

@@ -278,14 +278,21 @@ def test_shipped_weights_reproduce_recorded_accuracy(root, toy_pipe):
 
 
 def test_shipped_model_follows_captions(root):
-    """Every attribute well above chance in the recorded check (which the test above re-measures)."""
+    """Every attribute well above chance in the recorded check (which the test above re-measures),
+    and both objects of a two-object caption drawn in a fair share of images."""
     from hrv.toy.checks import CHANCE
 
-    recorded = json.loads((root / "resources/toy/model/training.json").read_text())["check"]["accuracy"]
+    check = json.loads((root / "resources/toy/model/training.json").read_text())["check"]
+    recorded = check["accuracy"]
+    assert check["images"] >= 96  # one image is at most 1/96 of a rate
     for attr, chance in CHANCE.items():
-        # 24 images: 0.25 above chance is 6 images more than guessing would get
-        assert recorded[attr] >= chance + 0.25, (attr, recorded)
+        # 0.2 above chance. The single-object model before stage 3 measured count 0.69 on all 192
+        # captions: the 0.25 asked of a 24-image check earlier held for that sample, not the model
+        assert recorded[attr] >= chance + 0.2, (attr, recorded)
     assert recorded["all"] >= 0.4, recorded  # chance of all five at once: 1/192
+    pairs = check["pairs"]  # before stage 3 the second object was missing from every image
+    assert pairs["first_missing"] <= 0.6 and pairs["second_missing"] <= 0.6, pairs
+    assert pairs["both_present"] >= 0.2, pairs
 
 
 def test_toy_checks_write_complete_results(root, tmp_path):

@@ -1,7 +1,8 @@
 # The toy world (issue 6). `toy_checks` (in `rule all` when toy.enabled) measures the paper's claims
 # on the shipped model with exact classifiers; `toy_neglect` (when toy.neglect.enabled too) measures
-# how often each object of a two-object caption is missing under sd / A&E / A&E-HRV (issue 18). `train_toy_model` is not part of `rule all`: it
-# re-trains the shipped resources/toy/model from scratch (about an hour on one core):
+# how often each object of a two-object caption is missing under sd / A&E / A&E-HRV (issue 18).
+# `train_toy_model` is not part of `rule all`: it re-trains the shipped resources/toy/model from
+# scratch (stages 1-3 of hrv.toy.train, about 95 minutes on one core):
 #   snakemake --cores 1 train_toy_model
 # and copy results/toy/model over resources/toy/model to ship the new weights.
 

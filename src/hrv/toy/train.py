@@ -369,7 +369,7 @@ def save_toy_pipeline(pipe, folder: str | Path, stats: dict) -> Path:
 
 # The fixed check recorded in training.json and re-run by the tests on the shipped weights.
 CHECK_SEED = 1000
-CHECK_IMAGES = 24
+CHECK_IMAGES = 96
 CHECK_STEPS = 10
 CHECK_GUIDANCE = 5.0
 

@@ -365,3 +365,13 @@ def test_toy_checks_reject_bad_settings(root, tmp_path):
     with pytest.raises(HRVInputError, match="Shape"):
         run_checks(root / "resources/toy/model", bad, tmp_path / "out", ToyCheckSettings())
     assert not (tmp_path / "out").exists()
+
+
+def test_the_rule_recipe_is_the_shipped_models(root):
+    """`train_toy_model` trains ToyTrainConfig() (seed 0): its defaults must be the shipped recipe."""
+    from dataclasses import asdict
+
+    from hrv.toy.train import ToyTrainConfig
+
+    shipped = json.loads((root / "resources/toy/model/training.json").read_text())["config"]
+    assert shipped == json.loads(json.dumps(asdict(ToyTrainConfig())))

@@ -50,6 +50,20 @@ def test_missing_names_the_left_out_object():
     assert missing(render_pair(scene, rng(), draw=(False, False)), scene) == (True, True)
 
 
+def test_verdicts_tell_an_absent_object_from_a_miscoloured_one():
+    from hrv.toy.neglect import verdicts
+    from hrv.toy.pairs import PairScene
+
+    drawn = PairScene(("red", "circle"), ("blue", "square"), "sand")
+    image = render_pair(drawn, np.random.default_rng([4, 1]))
+    assert verdicts(image, drawn) == ("present", "present")
+    # scored against a caption that asked for a green square: the square is there, in blue
+    asked = PairScene(("red", "circle"), ("green", "square"), "sand")
+    assert verdicts(image, asked) == ("present", "miscoloured")
+    left_out = render_pair(drawn, np.random.default_rng([4, 1]), draw=(True, False))
+    assert verdicts(left_out, drawn) == ("present", "absent")
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(HRVInputError, match="methods"):
         NeglectSettings(methods=("sd", "excite"))
@@ -86,6 +100,9 @@ def test_measurement_counts_every_image_and_pairs_the_methods(toy_pipe, toy_hrv)
         assert r["any_missing"]["rate"] == pytest.approx(flags.any(axis=1).mean())
         p = r["any_missing"]["rate"]
         assert r["any_missing"]["se"] == pytest.approx(np.sqrt(p * (1 - p) / n))
+        # every missing object is either absent or miscoloured
+        missing_objects = flags.sum() / (2 * n)
+        assert r["object_absent"]["rate"] + r["object_miscoloured"]["rate"] == pytest.approx(missing_objects)
         if method != "sd":  # recovered - lost = the change in images missing an object
             paired = r["paired_vs_sd"]
             sd_any = results["methods"]["sd"]["any_missing"]["rate"]

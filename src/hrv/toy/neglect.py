@@ -66,6 +66,21 @@ def missing(image, scene: PairScene) -> tuple[bool, bool]:
     return scene.first not in found, scene.second not in found
 
 
+def verdicts(image, scene: PairScene) -> tuple[str, str]:
+    """Each object of ``scene`` in ``image``: ``present``, ``miscoloured`` (its shape is drawn, but
+    only in another colour: the caption's colours bound to the wrong shapes) or ``absent`` (no
+    region has its shape)."""
+    found = objects_in(np.asarray(image, dtype=np.float32))
+    shapes = {shape for _, shape in found}
+
+    def verdict(obj: tuple[str, str]) -> str:
+        if obj in found:
+            return "present"
+        return "miscoloured" if obj[1] in shapes else "absent"
+
+    return verdict(scene.first), verdict(scene.second)
+
+
 def _rates(flags: np.ndarray) -> dict[str, float]:
     """Mean and binomial standard error of 0/1 flags."""
     n = len(flags)
@@ -129,16 +144,21 @@ def summarize_neglect(
                 f"toy neglect: {method} has {len(ims)} images, the settings give {len(per_image)}"
                 " (scenes x seeds): re-run its sampling with these settings"
             )
-        f = flags[method] = np.array([missing(im, sc) for im, sc in zip(ims, per_image, strict=True)])
+        v = np.array([verdicts(im, sc) for im, sc in zip(ims, per_image, strict=True)])
+        f = flags[method] = v != "present"
         r = results["methods"][method] = {
             "first_missing": _rates(f[:, 0]),
             "second_missing": _rates(f[:, 1]),
             "any_missing": _rates(f.any(axis=1)),
             "both_missing": _rates(f.all(axis=1)),
+            # per object (2 per image): why it is missing
+            "object_absent": _rates((v == "absent").ravel()),
+            "object_miscoloured": _rates((v == "miscoloured").ravel()),
         }
         log(
             f"    {method:10s} first missing {r['first_missing']['rate']:.3f}  second {r['second_missing']['rate']:.3f}"
-            f"  either {r['any_missing']['rate']:.3f} +- {r['any_missing']['se']:.3f}"
+            f"  either {r['any_missing']['rate']:.3f} +- {r['any_missing']['se']:.3f};  of the objects"
+            f" {r['object_absent']['rate']:.3f} absent, {r['object_miscoloured']['rate']:.3f} drawn in another colour"
         )
     if "sd" in flags:
         base = flags["sd"].any(axis=1)

@@ -6,6 +6,10 @@
 #   snakemake --cores 1 train_toy_model
 # and copy results/toy/model over resources/toy/model to ship the new weights.
 
+localrules:
+    toy_neglect,
+
+
 NEGLECT = config["toy"]["neglect"]
 # the settings every image file of the measurement must share (the table refuses a mix)
 NEGLECT_SETTINGS = {

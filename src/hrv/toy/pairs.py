@@ -31,17 +31,17 @@ from hrv.toy.classifiers import (
     components,
 )
 from hrv.toy.world import (
-    _SUPERSAMPLE,
     BACKGROUND_PHRASE,
-    BACKGROUND_RGB,
     BACKGROUNDS,
-    COLOR_RGB,
     COLORS,
     IMAGE_SIZE,
     SHAPES,
     SIZE_PIXELS,
+    ToyData,
     _positions,
-    _shape_mask,
+    backdrop,
+    object_colour,
+    paint,
 )
 
 PAIR_SIZE = "large"  # both objects 12 +- 1 px: two fit side by side in 32 px with a gap
@@ -83,19 +83,9 @@ def all_pair_scenes() -> list[PairScene]:
     ]
 
 
-@dataclass
-class PairData:
-    images: np.ndarray  # (N, size, size, 3) float32 in [0, 1]
-    scenes: list[PairScene]
-
-    @property
-    def captions(self) -> list[str]:
-        return [s.caption() for s in self.scenes]
-
-
 def make_pair_dataset(
     n: int, seed: int, scenes: Sequence[PairScene] | None = None, size: int = IMAGE_SIZE
-) -> PairData:
+) -> ToyData:
     """``n`` two-object images; image ``i`` is drawn with ``default_rng([seed, i, 2])``.
 
     The extra ``2`` keeps these generators apart from ``make_dataset``'s (``[seed, i]``), so a
@@ -112,27 +102,20 @@ def make_pair_dataset(
         scene = pool[int(rng.integers(len(pool)))] if scenes is None else scenes[i % len(scenes)]
         images[i] = render_pair(scene, rng, size)
         out.append(scene)
-    return PairData(images, out)
+    return ToyData(images, out)
 
 
 def render_pair(
     scene: PairScene, rng: np.random.Generator, size: int = IMAGE_SIZE, draw: tuple[bool, bool] = (True, True)
 ) -> np.ndarray:
     """(size, size, 3) float32 image in [0, 1]; ``draw`` leaves out an object (planted neglect)."""
-    bg = np.asarray(BACKGROUND_RGB[scene.background], dtype=np.float32)
-    shade = rng.uniform(-0.06, 0.06) * np.linspace(-1, 1, size, dtype=np.float32)[:, None, None]
-    image = bg + shade + rng.normal(0, 0.015, (size, size, 3)).astype(np.float32)
+    image = backdrop(scene.background, rng, size)
     side = SIZE_PIXELS[PAIR_SIZE] + rng.uniform(-1, 1)
     centres = _positions(2, side, rng, size)
-    for (color, shape), (cx, cy), shown in zip((scene.first, scene.second), centres, draw, strict=True):
-        colour = np.asarray(COLOR_RGB[color], dtype=np.float32) + rng.uniform(-0.04, 0.04, 3).astype(
-            np.float32
-        )
-        if not shown:
-            continue
-        mask = _shape_mask(shape, side, cx, cy, size)
-        cover = mask.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))[..., None]
-        image = image * (1 - cover) + colour * cover
+    for (color, shape), centre, shown in zip((scene.first, scene.second), centres, draw, strict=True):
+        colour = object_colour(color, rng)  # drawn even for a left-out object: the same other pixels
+        if shown:
+            image = paint(image, shape, side, centre, colour)
     return np.clip(image, 0, 1).astype(np.float32)
 
 

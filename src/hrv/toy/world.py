@@ -136,28 +136,44 @@ def _positions(count: int, side: float, rng: np.random.Generator, size: int) -> 
     raise RuntimeError("could not place the objects without overlap")  # unreachable for the vocab
 
 
+def backdrop(background: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
+    """(size, size, 3) background: its colour, a gentle vertical gradient and pixel noise, which make
+    backgrounds scene-like rather than flat."""
+    bg = np.asarray(BACKGROUND_RGB[background], dtype=np.float32)
+    shade = rng.uniform(-0.06, 0.06) * np.linspace(-1, 1, size, dtype=np.float32)[:, None, None]
+    return bg + shade + rng.normal(0, 0.015, (size, size, 3)).astype(np.float32)
+
+
+def object_colour(color: str, rng: np.random.Generator) -> np.ndarray:
+    """An object's RGB: its palette colour, slightly jittered."""
+    return np.asarray(COLOR_RGB[color], dtype=np.float32) + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
+
+
+def paint(
+    image: np.ndarray, shape: str, side: float, centre: tuple[float, float], colour: np.ndarray
+) -> np.ndarray:
+    """``image`` with one anti-aliased shape (4x supersampled coverage) of ``colour`` drawn over it."""
+    size = image.shape[0]
+    mask = _shape_mask(shape, side, centre[0], centre[1], size)
+    cover = mask.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))[..., None]
+    return image * (1 - cover) + colour * cover
+
+
 def render(scene: Scene, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
     """(size, size, 3) float32 image in [0, 1] showing ``scene``."""
-    bg = np.asarray(BACKGROUND_RGB[scene.background], dtype=np.float32)
-    # a gentle vertical gradient and pixel noise make backgrounds scene-like rather than flat
-    shade = rng.uniform(-0.06, 0.06) * np.linspace(-1, 1, size, dtype=np.float32)[:, None, None]
-    image = bg + shade + rng.normal(0, 0.015, (size, size, 3)).astype(np.float32)
+    image = backdrop(scene.background, rng, size)
     count = COUNTS.index(scene.count) + 1
     side = SIZE_PIXELS[scene.size] + rng.uniform(-1, 1)
-    colour = np.asarray(COLOR_RGB[scene.color], dtype=np.float32) + rng.uniform(-0.04, 0.04, 3).astype(
-        np.float32
-    )
-    for cx, cy in _positions(count, side, rng, size):
-        mask = _shape_mask(scene.shape, side, cx, cy, size)
-        cover = mask.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))[..., None]
-        image = image * (1 - cover) + colour * cover
+    colour = object_colour(scene.color, rng)
+    for centre in _positions(count, side, rng, size):
+        image = paint(image, scene.shape, side, centre, colour)
     return np.clip(image, 0, 1).astype(np.float32)
 
 
 @dataclass
 class ToyData:
     images: np.ndarray  # (N, size, size, 3) float32 in [0, 1]
-    scenes: list[Scene]
+    scenes: list  # Scene, or hrv.toy.pairs.PairScene for two-object data: anything with caption()
 
     @property
     def captions(self) -> list[str]:

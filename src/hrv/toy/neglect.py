@@ -216,7 +216,7 @@ def write_neglect(results: dict, images: dict[str, np.ndarray], out: str | Path)
     return Path(out)
 
 
-def _prepared(model: str | Path, hrv_path: str | Path | None, s: NeglectSettings):
+def _prepared(model: str | Path, hrv_path: str | Path | None):
     from hrv.hrvfile import load_hrv
     from hrv.models import load_pipeline
 
@@ -241,7 +241,7 @@ def run_neglect_method(
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     try:
-        pipe, hrv = _prepared(model, hrv_path if method == "ae_hrv" else None, s)
+        pipe, hrv = _prepared(model, hrv_path if method == "ae_hrv" else None)
         t0 = time.perf_counter()
         images = sample_neglect(pipe, hrv, method, s, progress=True)
         log(f"toy neglect, {method}: {len(images)} images, {s.steps} steps ({time.perf_counter() - t0:.0f}s)")
@@ -302,7 +302,7 @@ def run_neglect(
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     try:
-        pipe, hrv = _prepared(model, hrv_path if "ae_hrv" in s.methods else None, s)
+        pipe, hrv = _prepared(model, hrv_path if "ae_hrv" in s.methods else None)
         results, images = measure_neglect(pipe, hrv, s, log)
     finally:
         torch.set_num_threads(threads)

@@ -82,7 +82,7 @@ def neglect_bars(results: dict, out: str | Path, dpi: int = 150) -> Path:
     for j, (key, label) in enumerate(NEGLECT_BARS):
         rates = [results["methods"][m][key]["rate"] for m in methods]
         ses = [results["methods"][m][key]["se"] for m in methods]
-        ax.bar(x + (j - 1) * width, rates, width, yerr=ses, capsize=2, label=label)
+        ax.bar(x + (j - (len(NEGLECT_BARS) - 1) / 2) * width, rates, width, yerr=ses, capsize=2, label=label)
     ax.set_xticks(x, methods)
     ax.set_ylim(0, 1.2)  # room for the legend above the bars
     ax.set_yticks(np.linspace(0, 1, 6))
